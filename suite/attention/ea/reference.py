@@ -1,0 +1,212 @@
+"""PyTorch forms of element-wise attention (DESIGN.md §2): the naive O(L²) formula and the O(tLD) path.
+
+Shapes: q, k, v are [B, L, H, D]; a key padding mask is [B, L] bool (True = keep); a recurrent state is
+[B, H, 2, t+1, D] fp32 holding A_n = Σ φ_n(k) v (index 0) and B_n = Σ φ_n(k) (index 1) for n = 0..t.
+
+    φ_n(k) = k^n exp(-k²/2)      a_n(q) = q^n / n!      o = Σ_n a_n(q) A_n / Σ_n a_n(q) B_n
+
+The O(tLD) path is a custom autograd.Function whose backward applies §2's gradient formulas and recomputes
+the prefix sums instead of saving them, so it keeps only q, k, v (O(LHD)) for the backward whatever t is.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """fp32 for every input dtype except fp64, which keeps fp64 (so fp64 gradcheck is meaningful)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def empty_state(batch: int, heads: int, head_dim: int, order: int, device=None) -> torch.Tensor:
+    """The state of an empty prefix: zeros [B, H, 2, t+1, D] fp32."""
+    return torch.zeros(batch, heads, 2, order + 1, head_dim, device=device, dtype=torch.float32)
+
+
+def key_features(k: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """exp(-k²/2), zeroed where ``keep`` [B, L] is False; same shape as k, fp32."""
+    e = torch.exp(-0.5 * k.to(compute_dtype(k)) ** 2)
+    if keep is not None:
+        e = e * keep[:, :, None, None].to(e.dtype)
+    return e
+
+
+def _state_term(state: torch.Tensor, n: int, which: int) -> torch.Tensor:
+    """State row (A or B) for power n, shaped to broadcast against [B, L, H, D]: [B, 1, H, D]."""
+    return state[:, :, which, n][:, None]
+
+
+# -- naive O(L²) formula ------------------------------------------------------------------------------
+
+def ea_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int, causal: bool,
+             key_padding_mask: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
+             rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Direct formula o_i = Σ_j ŵ_ij v_j / Σ_j ŵ_ij in q's dtype (use fp64 for a reference).
+
+    ŵ_ij = T_t(q_i k_j) exp(-k_j²/2) per channel. ``rows`` (LongTensor) restricts the queries computed, for
+    checking long sequences; the result is then [B, len(rows), H, D]. ``initial_state`` adds a prefix
+    summarised as a state. A query with no usable key (and no state) outputs 0. Differentiable by autograd.
+    """
+    B, L, H, D = q.shape
+    dtype = q.dtype
+    qi = q if rows is None else q[:, rows]
+    pos_i = torch.arange(L, device=q.device) if rows is None else rows.to(q.device)
+    x = qi[:, :, None] * k.to(dtype)[:, None]                    # [B, Li, L, H, D]
+    taylor = sum(x ** n / math.factorial(n) for n in range(order + 1))
+    w = taylor * torch.exp(-0.5 * k.to(dtype) ** 2)[:, None]
+    allowed = torch.ones(len(pos_i), L, dtype=torch.bool, device=q.device)
+    if causal:
+        allowed = pos_i[:, None] >= torch.arange(L, device=q.device)[None, :]
+    allowed = allowed[None].expand(B, -1, -1)
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask[:, None, :]
+    w = w * allowed[..., None, None].to(dtype)
+    num = (w * v.to(dtype)[:, None]).sum(2)
+    den = w.sum(2)
+    usable = allowed.any(-1)[..., None, None].expand_as(den)
+    if initial_state is not None:
+        st = initial_state.to(dtype)
+        for n in range(order + 1):
+            an = qi ** n / math.factorial(n)
+            num = num + an * st[:, :, 0, n][:, None]
+            den = den + an * st[:, :, 1, n][:, None]
+        usable = usable | (st[:, :, 1].abs().sum(2) > 0)[:, None]
+    safe = torch.where(usable, den, torch.ones_like(den))
+    return torch.where(usable, num / safe, torch.zeros_like(num))
+
+
+def ea_naive_state(k: torch.Tensor, v: torch.Tensor, order: int, key_padding_mask: torch.Tensor | None = None,
+                   initial_state: torch.Tensor | None = None) -> torch.Tensor:
+    """State after the whole sequence: initial_state + Σ_j φ_n(k_j)[v_j, 1] -> [B, H, 2, t+1, D] fp32."""
+    B, L, H, D = k.shape
+    e = key_features(k, key_padding_mask).double()
+    kd, vd = k.double(), v.double()
+    rows = []
+    for n in range(order + 1):
+        phi = kd ** n * e
+        rows.append(torch.stack([(phi * vd).sum(1), phi.sum(1)], dim=1))  # [B, 2, H, D]
+    state = torch.stack(rows, dim=2).permute(0, 3, 1, 2, 4)               # [B, H, 2, t+1, D]
+    if initial_state is not None:
+        state = state + initial_state.double()
+    return state.float()
+
+
+# -- O(tLD) path ---------------------------------------------------------------------------------------
+
+def _prefix(x: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Inclusive prefix sum over L (causal) or the total broadcast over L (non-causal); x [B, L, H, D]."""
+    return torch.cumsum(x, dim=1) if causal else x.sum(1, keepdim=True)
+
+
+def _suffix(x: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Inclusive suffix sum over L (causal) or the total (non-causal)."""
+    return torch.flip(torch.cumsum(torch.flip(x, [1]), dim=1), [1]) if causal else x.sum(1, keepdim=True)
+
+
+def _forward_sums(q, k, v, e, order, causal, initial_state, with_grad_terms):
+    """One sweep over n = 0..t: N, Z (and dN/dq, dZ/dq when asked), plus the final state.
+
+    All fp32 [B, L, H, D] (N, Z) ; state [B, H, 2, t+1, D].
+    """
+    N = torch.zeros_like(q)
+    Z = torch.zeros_like(q)
+    dN = torch.zeros_like(q) if with_grad_terms else None
+    dZ = torch.zeros_like(q) if with_grad_terms else None
+    a_prev = None
+    a = torch.ones_like(q)
+    phi = e
+    finals = []
+    for n in range(order + 1):
+        A = _prefix(phi * v, causal)
+        Bn = _prefix(phi, causal)
+        if initial_state is not None:
+            A = A + _state_term(initial_state, n, 0)
+            Bn = Bn + _state_term(initial_state, n, 1)
+        N.addcmul_(a, A)
+        Z.addcmul_(a, Bn)
+        if with_grad_terms and a_prev is not None:
+            dN.addcmul_(a_prev, A)
+            dZ.addcmul_(a_prev, Bn)
+        finals.append(torch.stack([A[:, -1], Bn[:, -1]], dim=1))  # [B, 2, H, D]
+        a_prev = a
+        a = a * q / (n + 1)
+        phi = phi * k
+    state = torch.stack(finals, dim=2).permute(0, 3, 1, 2, 4).contiguous()
+    return N, Z, dN, dZ, state
+
+
+def _safe_inverse(Z: torch.Tensor) -> torch.Tensor:
+    """1/Z where Z > 0 and 0 elsewhere (a query with no usable key)."""
+    return torch.where(Z > 0, 1.0 / torch.where(Z > 0, Z, torch.ones_like(Z)), torch.zeros_like(Z))
+
+
+class EATorchFunction(torch.autograd.Function):
+    """O(tLD) element-wise attention with §2's analytic backward (fp32 math, fp64 for fp64 inputs)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, order: int, causal: bool, keep, initial_state):
+        dt = compute_dtype(q)
+        qf, kf, vf = q.to(dt), k.to(dt), v.to(dt)
+        init = initial_state.to(dt) if initial_state is not None else None
+        e = key_features(kf, keep)
+        N, Z, _, _, state = _forward_sums(qf, kf, vf, e, order, causal, init, False)
+        o = N * _safe_inverse(Z)
+        ctx.save_for_backward(q, k, v, keep, initial_state)
+        ctx.order, ctx.causal = order, causal
+        return o.to(v.dtype), state.float()
+
+    @staticmethod
+    def backward(ctx, grad_o, grad_state):
+        q, k, v, keep, initial_state = ctx.saved_tensors
+        order, causal = ctx.order, ctx.causal
+        dt = compute_dtype(q)
+        qf, kf, vf, g = q.to(dt), k.to(dt), v.to(dt), grad_o.to(dt)
+        init = initial_state.to(dt) if initial_state is not None else None
+        e = key_features(kf, keep)
+        N, Z, dN, dZ, _ = _forward_sums(qf, kf, vf, e, order, causal, init, True)
+        inv_z = _safe_inverse(Z)
+        o = N * inv_z
+        gz = g * inv_z
+        dq = gz * (dN - o * dZ)
+        gzo = gz * o
+        dk = torch.zeros_like(kf)
+        dv = torch.zeros_like(vf)
+        a = torch.ones_like(qf)
+        phi_prev = None  # φ_{n-1}(k)
+        phi = e
+        for n in range(order + 1):
+            G = _suffix(a * gz, causal)
+            Hn = _suffix(a * gzo, causal)
+            dv.addcmul_(phi, G)
+            dphi = -kf * phi if phi_prev is None else n * phi_prev - kf * phi   # φ_n'(k)
+            dk.addcmul_(dphi, vf * G - Hn)
+            phi_prev = phi
+            phi = phi * kf
+            a = a * qf / (n + 1)
+        if grad_state is not None and grad_state.abs().sum() > 0:
+            raise RuntimeError("ea_attention: gradients through output_final_state are not supported")
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
+
+
+def ea_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int, causal: bool,
+             key_padding_mask: torch.Tensor | None = None,
+             initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """O(tLD) path: returns (o [B, L, H, D] in v's dtype, final state [B, H, 2, t+1, D] fp32)."""
+    return EATorchFunction.apply(q, k, v, order, causal, key_padding_mask, initial_state)
+
+
+def ea_step_torch(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, state: torch.Tensor,
+                  order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step: q_t, k_t, v_t [B, H, D]; state [B, H, 2, t+1, D] -> (o_t [B, H, D], new state)."""
+    qf, kf, vf = q_t.float(), k_t.float(), v_t.float()
+    n = torch.arange(order + 1, device=q_t.device, dtype=torch.float32)[:, None]       # [t+1, 1]
+    phi = kf[:, :, None] ** n * torch.exp(-0.5 * kf ** 2)[:, :, None]                 # [B, H, t+1, D]
+    state = state + torch.stack([phi * vf[:, :, None], phi], dim=2)
+    fact = torch.tensor([math.factorial(i) for i in range(order + 1)], device=q_t.device, dtype=torch.float32)
+    a = qf[:, :, None] ** n / fact[:, None]                                              # [B, H, t+1, D]
+    num = (a * state[:, :, 0]).sum(2)
+    den = (a * state[:, :, 1]).sum(2)
+    o = num * _safe_inverse(den)
+    return o.to(v_t.dtype), state
