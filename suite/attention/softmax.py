@@ -47,16 +47,16 @@ def sdpa_backend_name(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
 
 
 def softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                      key_padding_mask: torch.Tensor | None = None, q_offset: int = 0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v for q [B, Lq, H, D], k, v [B, Lk, H, D]; query i sits at position q_offset+i.
-
-    A query with no usable key outputs 0.
+                      key_padding_mask: torch.Tensor | None = None,
+                      q_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v for q [B, Lq, H, D], k, v [B, Lk, H, D]; query i sits at q_positions[i]
+    (default 0..Lq-1), which matters for the causal mask. A query with no usable key outputs 0.
     """
     scores = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(q.shape[-1])
     allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device)
     if causal:
-        pos_q = torch.arange(q.shape[1], device=q.device)[:, None] + q_offset
-        allowed = pos_q >= torch.arange(k.shape[1], device=q.device)[None, :]
+        pos_q = torch.arange(q.shape[1], device=q.device) if q_positions is None else q_positions.to(q.device)
+        allowed = pos_q[:, None] >= torch.arange(k.shape[1], device=q.device)[None, :]
     allowed = allowed[None, None]
     if key_padding_mask is not None:
         allowed = allowed & key_padding_mask[:, None, None, :]
@@ -109,6 +109,14 @@ class SoftmaxAttention(AttentionModule):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self._qkv(x)
         return self.proj(self.merge_heads(self.attend(q, k, v, key_padding_mask)))
+
+    def reference_forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                          rows: torch.Tensor | None = None) -> torch.Tensor:
+        """fp64 softmax attention on the same projections, only for query positions ``rows``."""
+        q, k, v = (t.double() for t in self._qkv(x))
+        rows = torch.arange(x.shape[1], device=x.device) if rows is None else rows.to(x.device)
+        out = softmax_reference(q[:, rows], k, v, self.causal, key_padding_mask, q_positions=rows)
+        return self.proj(self.merge_heads(out.to(x.dtype)))
 
     # -- decoding with a KV cache ------------------------------------------------------------------
     def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
