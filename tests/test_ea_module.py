@@ -90,3 +90,13 @@ def test_bench_measurement_checks_before_timing(mode):
     assert res[time_key] > 0 and res["backend_used"]
     if mode == "decode":
         assert res["state_bytes"] == 2 * 2 * 7 * 8 * 4
+
+
+def test_taylor_error_against_exact_weights_shrinks_with_order():
+    from suite.attention.ea.approx import approximation_table
+
+    table = approximation_table(scales=(0.5, 1.0), orders=(0, 2, 4, 6), length=32)
+    for _, row in table.iterrows():
+        errors = [row[f"t={t}"] for t in (0, 2, 4, 6)]
+        assert errors == sorted(errors, reverse=True)
+    assert table.iloc[0]["t=6"] < 1e-3  # at scale 0.5 order 6 is nearly exact
