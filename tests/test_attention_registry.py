@@ -1,0 +1,107 @@
+"""The attention registry: spec parsing, errors that name the valid choices, timm integration, and that every
+registered attention builds and runs at ViT- and LM-sized shapes on the CPU."""
+from __future__ import annotations
+
+import functools
+import time
+
+import pytest
+import torch
+
+from suite.attention import AttentionModule, available, build_attention, canonical_spec, get_entry, parse_spec, timm_attn_layer
+
+NAMES = available()
+
+
+def test_unknown_name_lists_valid_names_and_closest_match():
+    with pytest.raises(ValueError) as err:
+        build_attention("linaer", 32, 2)
+    message = str(err.value)
+    assert "did you mean 'linear'" in message
+    for name in NAMES:
+        assert name in message
+
+
+def test_unknown_option_lists_valid_options():
+    with pytest.raises(ValueError) as err:
+        build_attention("retention:decay=0.9", 32, 2)
+    message = str(err.value)
+    assert "'decay'" in message
+    for option in get_entry("retention").options:
+        assert option in message
+
+
+def test_option_without_value_is_rejected():
+    with pytest.raises(ValueError, match="key=value"):
+        parse_spec("linear:chunk_size")
+
+
+def test_unknown_backend_is_rejected_with_the_valid_ones():
+    with pytest.raises(ValueError, match="valid: auto, torch, fla"):
+        build_attention("linear:backend=cuda", 32, 2)
+
+
+def test_dim_not_divisible_by_heads_is_rejected():
+    with pytest.raises(ValueError, match="not divisible"):
+        build_attention("aft", 30, 4)
+
+
+def test_spec_parsing_types_values():
+    assert parse_spec("ea:order=2") == ("ea", {"order": 2})
+    assert parse_spec(" mamba : d_state=8, backend=torch ") == ("mamba", {"d_state": 8, "backend": "torch"})
+    assert parse_spec("softmax:qkv_bias=false") == ("softmax", {"qkv_bias": False})
+
+
+def test_canonical_spec_sorts_options():
+    assert canonical_spec("based:feature_dim=8,chunk_size=32") == "based:chunk_size=32,feature_dim=8"
+    assert canonical_spec("linear") == "linear"
+
+
+def test_options_reach_the_module():
+    module = build_attention("based:feature_dim=8,chunk_size=32", 32, 2, causal=True)
+    assert (module.feature_dim, module.chunk_size, module.causal) == (8, 32, True)
+    assert module.spec == "based:chunk_size=32,feature_dim=8"
+    assert build_attention("ea:order=2", 32, 2).order == 2
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_class_follows_the_constructor_contract(name):
+    entry = get_entry(name)
+    assert issubclass(entry.cls, AttentionModule)
+    assert "backend" in entry.options and entry.options["backend"] == "auto"
+    assert entry.description
+
+
+def test_timm_attn_layer_returns_a_class_not_a_partial():
+    layer = timm_attn_layer("linear")
+    assert isinstance(layer, type) and not isinstance(layer, functools.partial)
+    with pytest.raises(ValueError, match="valid names"):
+        timm_attn_layer("nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_timm_vision_transformer_accepts_the_attention(name):
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=5,
+                              attn_layer=timm_attn_layer(name))
+    out = model(torch.randn(2, 3, 16, 16))
+    assert out.shape == (2, 5)
+    assert torch.isfinite(out).all()
+    assert model.blocks[0].attn.inner.registry_name == name
+
+
+# ViT-ish: dim 192, 3 heads, 197 tokens, bidirectional. LM-ish: dim 256, 4 heads, 256 tokens, causal.
+@pytest.mark.parametrize("shape", [(192, 3, 197, False), (256, 4, 256, True)], ids=["vit", "lm"])
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_and_runs_at_model_sized_shapes_on_cpu(name, shape):
+    dim, heads, length, causal = shape
+    module = build_attention(name, dim, heads, causal=causal)
+    x = torch.randn(1, length, dim)
+    start = time.perf_counter()
+    with torch.no_grad():
+        y = module(x)
+    elapsed = time.perf_counter() - start
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert module.num_params() > 0
+    assert elapsed < 20.0, f"{name} took {elapsed:.1f}s at {shape}"
