@@ -4,7 +4,8 @@ For every attention and L the timed path is first checked against the attention'
 O(L²) formula for EA, fp32 softmax for SDPA, ...) on the same shape, at up to --check-rows query positions
 spread over L; the relative RMSE is reported, and a path whose error exceeds --max-check-error gets no time.
 
-Levels: ``op`` times the attention core on random q, k, v [B, L, H, D] (``module.attend``); ``module``
+Levels: ``op`` times the attention core on random q, k ~ U(0, 1) and v ~ N(0, 1), [B, L, H, D]
+(``module.attend``); ``module``
 times the whole layer x [B, L, H*D] -> [B, L, H*D] including its projections (every attention has this).
 Decode always runs at module level: a parallel prefill of L tokens, then one ``step`` timed from that
 state (ms per token), with the state / KV-cache size in bytes.
@@ -142,19 +143,27 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
         del y, ref
 
     if level == "op":
-        q, k, v = (torch.randn(batch, seq_len, num_heads, head_dim, device=device, dtype=dtype) for _ in range(3))
+        # q, k ~ U(0, 1): positive, so attentions whose attend() takes feature-mapped q, k stay well defined
+        shape = (batch, seq_len, num_heads, head_dim)
+        q, k = (torch.rand(shape, device=device, dtype=dtype) for _ in range(2))
+        v = torch.randn(shape, device=device, dtype=dtype)
+
+        def attend(*qkv):
+            out = module.attend(*qkv)
+            return out[0] if isinstance(out, tuple) else out  # some attend() also return a state
+
         if mode == "fwd":
             def call():
                 with torch.no_grad():
-                    return module.attend(q, k, v)
+                    return attend(q, k, v)
         else:
             leaves = [t.requires_grad_() for t in (q, k, v)]
-            grad = torch.randn_like(q)
+            grad = torch.randn_like(v)
 
             def call():
                 for t in leaves:
                     t.grad = None
-                module.attend(*leaves).backward(grad)
+                attend(*leaves).backward(grad)
     else:
         if mode == "fwd":
             def call():
