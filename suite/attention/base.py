@@ -15,6 +15,17 @@ import torch
 from torch import nn
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype attention math runs in: fp32 for half/bf16/fp32 inputs, fp64 for fp64 inputs (exact checks)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den where den > 0, and 0 where den == 0 (a query with no usable key); gradient-safe."""
+    positive = den > 0
+    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
 class AttentionModule(nn.Module):
     """Base class: holds ``dim``, ``num_heads``, ``head_dim``, ``causal`` and the backend bookkeeping."""
 

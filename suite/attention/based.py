@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from suite.attention.base import AttentionModule
-from suite.attention.linear import causal_linear_scan, compute_dtype, safe_divide, wants_fast_path
+from suite.attention.linear import compute_dtype, normalised_feature_attention, safe_divide, wants_fast_path
 from suite.attention.registry import register_attention
 
 
@@ -71,16 +71,7 @@ class BasedAttention(AttentionModule):
         qf, kf = taylor_features(q.to(dt)), taylor_features(k.to(dt))
         if key_padding_mask is not None:
             kf = kf * key_padding_mask[:, :, None, None].to(dt)
-        if not self.causal:
-            S = torch.einsum("bjhf,bjhv->bhfv", kf, v.to(dt))
-            num = torch.einsum("bihf,bhfv->bihv", qf, S)
-            den = torch.einsum("bihf,bhf->bih", qf, kf.sum(1))[..., None]
-            return safe_divide(num, den).to(v.dtype), None
-        ones = torch.ones_like(v[..., :1])
-        o, S_aug = causal_linear_scan(qf, kf, torch.cat([v, ones], dim=-1), chunk_size=self.chunk_size)
-        out = safe_divide(o[..., :-1], o[..., -1:]).to(v.dtype)
-        state = {"S": S_aug[..., :-1], "z": S_aug[..., -1]} if want_state else None
-        return out, state
+        return normalised_feature_attention(qf, kf, v, self.causal, self.chunk_size, want_state)
 
     def _attend_fla(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     want_state: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:

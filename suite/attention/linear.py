@@ -19,22 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.attention.base import AttentionModule
+from suite.attention.base import AttentionModule, compute_dtype, safe_divide  # noqa: F401 (re-exported)
 from suite.attention.registry import register_attention
 
 
 # -- shared helpers (also used by based and retention) ------------------------------------------------
-
-def compute_dtype(t: torch.Tensor) -> torch.dtype:
-    """fp32 for half/bf16/fp32 inputs, fp64 for fp64 inputs (so fp64 checks stay exact)."""
-    return torch.promote_types(t.dtype, torch.float32)
-
-
-def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """num / den where den > 0, and 0 where den == 0 (a query with no usable key); gradient-safe."""
-    positive = den > 0
-    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
-
 
 def causal_linear_scan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor | None = None,
                        initial_state: torch.Tensor | None = None,
@@ -98,6 +87,28 @@ def wants_fast_path(module: AttentionModule, x: torch.Tensor, reason_not: str | 
     return False
 
 
+def normalised_feature_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, causal: bool,
+                                 chunk_size: int, want_state: bool = False
+                                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """o_i = φ(q_i)·Σ_j φ(k_j) v_j / φ(q_i)·Σ_j φ(k_j) over all j (non-causal) or j <= i (causal).
+
+    qf, kf: features [B, L, H, F]; v [B, L, H, D]. Returns (o [B, L, H, D] like v, {S [B, H, F, D], z [B, H, F]}
+    after the last position when causal and want_state, else None). Rows with a zero denominator give 0.
+    """
+    dt = compute_dtype(v)
+    qf, kf, vd = qf.to(dt), kf.to(dt), v.to(dt)
+    if not causal:
+        S = torch.einsum("bjhf,bjhv->bhfv", kf, vd)
+        num = torch.einsum("bihf,bhfv->bihv", qf, S)
+        den = torch.einsum("bihf,bhf->bih", qf, kf.sum(1))[..., None]
+        return safe_divide(num, den).to(v.dtype), None
+    ones = torch.ones_like(vd[..., :1])
+    o, S_aug = causal_linear_scan(qf, kf, torch.cat([vd, ones], dim=-1), chunk_size=chunk_size)
+    out = safe_divide(o[..., :-1], o[..., -1:]).to(v.dtype)
+    state = {"S": S_aug[..., :-1], "z": S_aug[..., -1]} if want_state else None
+    return out, state
+
+
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     """φ(x) = elu(x) + 1 > 0."""
     return F.elu(x) + 1.0
@@ -135,17 +146,7 @@ class LinearAttention(AttentionModule):
         if wants_fast_path(self, v, no_kernel):
             return self._attend_fla(qf, kf, v, want_state)
         self.backend_used = "torch"
-        dt = compute_dtype(v)
-        if not self.causal:
-            S = torch.einsum("bjhf,bjhv->bhfv", kf.to(dt), v.to(dt))
-            num = torch.einsum("bihf,bhfv->bihv", qf.to(dt), S)
-            den = torch.einsum("bihf,bhf->bih", qf.to(dt), kf.to(dt).sum(1))[..., None]
-            return safe_divide(num, den).to(v.dtype), None
-        ones = torch.ones_like(v[..., :1])
-        o, S_aug = causal_linear_scan(qf, kf, torch.cat([v, ones], dim=-1), chunk_size=self.chunk_size)
-        out = safe_divide(o[..., :-1], o[..., -1:]).to(v.dtype)
-        state = {"S": S_aug[..., :-1], "z": S_aug[..., -1]} if want_state else None
-        return out, state
+        return normalised_feature_attention(qf, kf, v, self.causal, self.chunk_size, want_state)
 
     def _attend_fla(self, qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor,
                     want_state: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:

@@ -14,10 +14,7 @@ import math
 
 import torch
 
-
-def compute_dtype(t: torch.Tensor) -> torch.dtype:
-    """fp32 for every input dtype except fp64, which keeps fp64 (so fp64 gradcheck is meaningful)."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
+from suite.attention.base import compute_dtype
 
 
 def empty_state(batch: int, heads: int, head_dim: int, order: int, device=None) -> torch.Tensor:
