@@ -13,6 +13,9 @@ from pathlib import Path
 from suite.errors import UsageError
 
 DATA_ENV = "EA_SUITE_DATA"
+LM_EVAL_TASKS_ENV = "EA_SUITE_LM_EVAL_TASKS"  # as suite.lm.builder reads them (a test checks they agree)
+DOWNLOAD_ENV = "EA_SUITE_DOWNLOAD"
+CHECKPOINT_ENV = "EA_SUITE_CHECKPOINT_DIR"
 PROFILES = ("smoke", "cpu", "full")
 
 
@@ -50,6 +53,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _lm_eval_task_list(text: str) -> list[str]:
+    """``a,b`` -> [a, b]; ``none`` -> [] (no lm-eval)."""
+    if text.strip().lower() == "none":
+        return []
+    return _comma_list(text)
+
+
+def _env_lm_eval_tasks() -> list[str] | None:
+    """``$EA_SUITE_LM_EVAL_TASKS`` read as suite.lm.builder reads it (unset -> None, empty or none -> [])."""
+    value = os.environ.get(LM_EVAL_TASKS_ENV)
+    if value is None:
+        return None
+    return [] if value.strip().lower() in ("", "none") else [t.strip() for t in value.split(",") if t.strip()]
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -81,6 +99,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="stop a job after S seconds and record it as timeout (default: no limit)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out: skip jobs already ok there, re-run the others")
+    lm = p.add_argument_group(
+        "LM tasks", f"LM jobs save each trained model to OUT/checkpoints/<task>_<attention>_L<L>_s<seed>/\n"
+                    f"(${CHECKPOINT_ENV} names another folder), for `python -m suite.lm.eval_checkpoint`.")
+    lm.add_argument("--lm-eval-tasks", type=_lm_eval_task_list, metavar="T,U",
+                    help="lm-eval tasks to run after training, e.g. suite_heldout_ppl,suite_heldout_cloze or, with "
+                         "lm-eval's standard tasks in the Hugging Face cache, lambada_openai,hellaswag; 'none' "
+                         f"skips lm-eval (default: ${LM_EVAL_TASKS_ENV} if set, now "
+                         f"{os.environ.get(LM_EVAL_TASKS_ENV) or 'unset'}, else the task file's lm_eval_tasks). "
+                         "Recorded in config.hparams.lm_eval_tasks and part of the job key")
+    lm.add_argument("--download", action="store_true", default=os.environ.get(DOWNLOAD_ENV) == "1",
+                    help="allow fetching a Hugging Face data set (an hf:NAME corpus, a standard lm-eval task) that "
+                         f"is not in the local cache; nothing is downloaded without it (default: off unless "
+                         f"${DOWNLOAD_ENV}=1, now {os.environ.get(DOWNLOAD_ENV) or 'unset'})")
 
 
 # -- commands -----------------------------------------------------------------------------------------
@@ -126,6 +157,38 @@ def _attention_specs(names: list[str] | None) -> list[str] | None:
     return specs
 
 
+def _check_lm_eval_tasks(names: list[str], tasks: list, explicit: bool) -> None:
+    """UsageError for lm-eval task names lm-eval does not know, or for --lm-eval-tasks without an LM task.
+
+    The suite's local tasks are known without lm-eval; any other name needs lm-eval's index of its standard
+    tasks (about 20 s), which is cheaper than training every model before finding out.
+    """
+    from suite.harness.runner import LM_EVAL_BUILDERS
+
+    if not any(task.builder in LM_EVAL_BUILDERS for task in tasks):
+        if explicit:
+            raise UsageError(f"--lm-eval-tasks applies to the LM training tasks (builder "
+                             f"{', '.join(LM_EVAL_BUILDERS)}); none of {', '.join(t.name for t in tasks)} is one")
+        return
+    from suite.lm.lm_eval_run import LOCAL_TASKS, TASK_DIR
+
+    standard = [name for name in names if name not in LOCAL_TASKS]
+    if not standard:
+        return
+    import difflib
+
+    from lm_eval.tasks import TaskManager
+
+    print(f"checking the lm-eval task names {', '.join(standard)} (indexing lm-eval's tasks takes ~20 s)")
+    known = TaskManager(include_path=str(TASK_DIR), include_defaults=True).all_tasks
+    unknown = [name for name in standard if name not in known]
+    if unknown:
+        hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n, known, n=1)) else n
+                 for n in unknown]
+        raise UsageError(f"--lm-eval-tasks: unknown lm-eval task(s) {', '.join(hints)}; local tasks: "
+                         f"{', '.join(LOCAL_TASKS)}, or any task `lm-eval ls tasks` lists")
+
+
 def _resolve_device(device: str) -> str:
     from suite.harness.execute import resolve_device
 
@@ -148,19 +211,23 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool) -> int
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not torchrun:
         start_job_server()
-    jobs = plan_jobs(tasks, args.profile, _attention_specs(args.attn), args.seeds, args.seq_len)
+    lm_eval_tasks = args.lm_eval_tasks if args.lm_eval_tasks is not None else _env_lm_eval_tasks()
+    if lm_eval_tasks is not None:
+        _check_lm_eval_tasks(lm_eval_tasks, tasks, explicit=args.lm_eval_tasks is not None)
+    jobs = plan_jobs(tasks, args.profile, _attention_specs(args.attn), args.seeds, args.seq_len,
+                     lm_eval_tasks=lm_eval_tasks)
     out = args.out or default_out_dir()
     console = Console()
     if torchrun:  # launched by torchrun: every rank runs the jobs under DDP
         summary = run_in_process(jobs, out, device=args.device, data_root=args.data_root, resume=args.resume,
-                                 console=console)
+                                 download=args.download, console=console)
         if int(os.environ.get("RANK", "0")) != 0:
             return 1 if summary.failed() else 0
     else:
         device = _resolve_device(args.device)
         console.print(f"{len(jobs)} jobs on {device}, profile {args.profile}; records in {out}/records.jsonl")
         summary = run_jobs(jobs, out, device=device, data_root=args.data_root, job_timeout=args.job_timeout,
-                           resume=args.resume, stop_on_skip=stop_on_skip, console=console)
+                           resume=args.resume, stop_on_skip=stop_on_skip, download=args.download, console=console)
     print_summary(summary, console)
     if summary.interrupted:
         return 130
@@ -184,7 +251,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from suite.harness.compare import load_runs, render
+    from suite.harness.compare import NO_LRA_TASKS, load_runs, lra_frame, render
 
     try:
         frame = load_runs(args.runs)
@@ -194,9 +261,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         names = sorted({name for metrics in frame["metrics"] for name in metrics})
         if args.metric not in names:
             raise UsageError(f"no record has metric {args.metric!r}; metrics in these runs: {', '.join(names)}")
-    text = render(frame, args.metric, args.format, scaling=not args.no_scaling)
+    text = render(frame, args.metric, args.format, scaling=not args.no_scaling, reference=args.reference)
     if text:
         sys.stdout.write(text)
+    if args.reference == "lra" and args.format == "csv" and lra_frame(frame).empty:
+        print(NO_LRA_TASKS, file=sys.stderr)  # stdout stays plain CSV
     return 0
 
 
@@ -294,19 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_suite)
 
-    from suite.harness.compare import FORMATS
+    from suite.harness.compare import FORMATS, REFERENCES
 
     p = sub.add_parser("compare", help="tables: mean ± std over seeds per task, L and attention, across runs",
                        description="Pivot the records of one or more runs: rows task and L, columns attention, cells\n"
                                    "mean ± std over seeds (n seeds). Two runs add a delta column per attention, marked *\n"
                                    "where it exceeds the seed spread. Substitute-data rows are marked †. Also prints the\n"
-                                   "log-log slope against L and the crossover length against softmax.",
+                                   "log-log slope against L and the crossover length against softmax.\n"
+                                   "--reference lra adds the published LRA accuracies (not re-run) beside the LRA rows.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories or records .jsonl files")
     p.add_argument("--metric", help="metric to tabulate (default: each task's main metric)")
     p.add_argument("--format", choices=FORMATS, default="rich",
                    help="rich (console table), markdown, or csv (numbers in long form) (default: rich)")
     p.add_argument("--no-scaling", action="store_true", help="leave out the slope / crossover table")
+    p.add_argument("--reference", choices=REFERENCES,
+                   help="lra: add the published LRA test accuracies (Transformer, Linear Trans., Performer from LRA "
+                        "Table 1; S4 and Mega from their papers) beside the measured lra-* rows, labelled "
+                        "'published' (not re-run here) with their sources")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="write DIR/report.md with tables and plots (PNG) of a run",

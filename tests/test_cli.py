@@ -142,3 +142,124 @@ def test_run_a_kernels_task_then_compare_and_report_it(tmp_path, capsys, monkeyp
     assert "kernels-op · fwd_ms ↓" in table and "scaling against L" in table
     assert main(["report", str(out)]) == 0
     assert (out / "report.md").exists() and (out / "plots" / "kernels-op-vs-L.png").exists()
+
+
+# -- LM options: --lm-eval-tasks, --download, checkpoints ----------------------------------------------------
+
+ENV_PROBE = '''
+import os
+from suite.harness.builders import Job, register_builder
+
+@register_builder("test-env-probe")
+def build_probe(ctx):
+    seen = {name: os.environ.get(name) for name in
+            ("EA_SUITE_DOWNLOAD", "EA_SUITE_LM_EVAL_TASKS", "EA_SUITE_CHECKPOINT_DIR")}
+    return Job(measure=lambda: {"probe": 1.0}, data_info={"source": "env-probe", "substitute": False, **seen})
+'''
+PROBE_TASK = """\
+name: env-probe
+family: test
+description: reports the environment its job process sees
+builder: test-env-probe
+data: {source: env-probe}
+metric: {name: probe, direction: max}
+seq_len: [8]
+attentions: [softmax]
+profiles: {smoke: {}, cpu: {}, full: {}}
+"""
+
+
+@pytest.fixture
+def probe(workdir, monkeypatch):
+    """The workdir with a test-env-probe builder (a plugin module) and its task ``env-probe``."""
+    (workdir / "env_probe.py").write_text(ENV_PROBE)
+    (workdir / "tasks" / "test" / "env-probe.yaml").write_text(PROBE_TASK)
+    monkeypatch.syspath_prepend(str(workdir))
+    monkeypatch.setenv("EA_SUITE_PLUGINS", "tiny_jobs,env_probe")
+    for name in ("EA_SUITE_DOWNLOAD", "EA_SUITE_LM_EVAL_TASKS", "EA_SUITE_CHECKPOINT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return workdir
+
+
+def test_cli_environment_names_are_the_ones_the_lm_builder_reads():
+    from suite import cli
+    from suite.lm import builder
+
+    assert (cli.LM_EVAL_TASKS_ENV, cli.DOWNLOAD_ENV, cli.CHECKPOINT_ENV) == (
+        builder.LM_EVAL_TASKS_ENV, builder.DOWNLOAD_ENV, builder.CHECKPOINT_ENV)
+
+
+@pytest.mark.parametrize("command", ["run", "suite"])
+def test_help_of_run_and_suite_documents_the_lm_options_and_the_checkpoint_folder(capsys, command):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--lm-eval-tasks T,U" in out and "lambada_openai,hellaswag" in out and "'none' skips lm-eval" in out
+    assert "--download" in out and "nothing is downloaded without it" in out
+    assert "OUT/checkpoints/" in out and "$EA_SUITE_CHECKPOINT_DIR" in out
+
+
+def test_jobs_get_checkpoint_folder_in_out_and_no_download_without_the_flag(probe, monkeypatch):
+    monkeypatch.setenv("EA_SUITE_DOWNLOAD", "0")
+    assert main(["run", "env-probe", "--out", "plain"]) == 0
+    (record,) = read_records(probe / "plain")
+    assert record["data"]["EA_SUITE_DOWNLOAD"] is None and record["env"]["download"] is False
+    assert record["data"]["EA_SUITE_CHECKPOINT_DIR"] == str((probe / "plain" / "checkpoints").resolve())
+
+
+def test_download_flag_and_lm_eval_tasks_reach_the_job_process_consistently(probe, monkeypatch):
+    monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", "suite_heldout_ppl")  # the config carries it, not the env
+    monkeypatch.setenv("EA_SUITE_CHECKPOINT_DIR", str(probe / "elsewhere"))
+    assert main(["run", "env-probe", "--download", "--out", "dl"]) == 0
+    (record,) = read_records(probe / "dl")
+    assert record["data"]["EA_SUITE_DOWNLOAD"] == "1" and record["env"]["download"] is True
+    assert record["data"]["EA_SUITE_LM_EVAL_TASKS"] is None
+    assert record["data"]["EA_SUITE_CHECKPOINT_DIR"] == str(probe / "elsewhere")  # a set variable is kept
+
+
+def test_lm_eval_tasks_go_into_the_config_and_key_of_lm_jobs_only(workdir):
+    from suite.harness.runner import plan_jobs
+    from suite.tasks import load_tasks, select_tasks
+
+    tasks = select_tasks(load_tasks(), ["lm-kjv", "kernels-op"])
+    default = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"])}
+    chosen = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"], lm_eval_tasks=["lambada_openai"])}
+    assert default["lm-kjv"].config["hparams"]["lm_eval_tasks"] == ["suite_heldout_ppl"]  # the task file's
+    assert chosen["lm-kjv"].config["hparams"]["lm_eval_tasks"] == ["lambada_openai"]
+    assert chosen["lm-kjv"].key != default["lm-kjv"].key
+    assert chosen["kernels-op"] == default["kernels-op"]
+    none = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"], lm_eval_tasks=[])}
+    assert none["lm-kjv"].config["hparams"]["lm_eval_tasks"] == []
+
+
+def test_lm_eval_tasks_on_tasks_without_lm_eval_is_a_usage_error(workdir, capsys):
+    assert main(["run", "kernels-op", "--lm-eval-tasks", "suite_heldout_ppl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--lm-eval-tasks applies to the LM training tasks (builder lm)" in err
+
+
+def test_an_unknown_lm_eval_task_is_refused_before_any_training(workdir, capsys, monkeypatch):
+    import lm_eval.tasks
+
+    class KnownTasks:  # stands in for lm-eval's index of its ~14k standard tasks (slow to build)
+        def __init__(self, **kwargs):
+            self.all_tasks = ["lambada_openai", "hellaswag", "suite_heldout_ppl"]
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", KnownTasks)
+    assert main(["run", "lm-kjv", "--lm-eval-tasks", "suite_heldout_ppl,lambada_opena", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown lm-eval task(s) lambada_opena (did you mean lambada_openai?)" in err
+    assert not (workdir / "x").exists()
+
+
+def test_lm_eval_tasks_option_reaches_the_lm_builder_and_the_record(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EA_SUITE_CHECKPOINT_DIR", raising=False)
+    monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", "suite_heldout_ppl")  # overridden by the flag
+    out = tmp_path / "lm"
+    code = main(["run", "lm-kjv", "--attn", "softmax", "--lm-eval-tasks", "suite_heldout_cloze", "--out", str(out)])
+    assert code == 0, capsys.readouterr().out
+    (record,) = read_records(out)
+    assert record["status"] == "ok" and record["config"]["hparams"]["lm_eval_tasks"] == ["suite_heldout_cloze"]
+    lm_eval_metrics = [name for name in record["metrics"] if name.startswith("lm_eval.")]
+    assert lm_eval_metrics and all(name.startswith("lm_eval.suite_heldout_cloze.") for name in lm_eval_metrics)
+    assert (out / "checkpoints" / "lm-kjv_softmax_L32_s0" / "model.pt").exists()

@@ -113,3 +113,114 @@ def test_report_writes_markdown_tables_and_plots(runs, capsys):
     for name in plots:
         assert f"](plots/{name})" in report
         assert (runs[0] / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- compare --reference lra ---------------------------------------------------------------------------------
+
+def make_lra_run(out):
+    for seed, accuracy in enumerate([0.30, 0.32]):
+        add(out, "lra-listops", "ea", seed, 500, {"accuracy": accuracy})
+        add(out, "lra-listops", "softmax", seed, 500, {"accuracy": 0.35})
+        add(out, "lra-image", "ea", seed, 1024, {"accuracy": 0.40}, substitute=True, source="digits-gray")
+        add(out, "lra-pathx", "ea", seed, 4096, {"accuracy": 0.50})
+    add(out, "kern", "ea", 0, 256, {"fwd_ms": 1.0}, metric="fwd_ms", direction="min")
+    return out
+
+
+@pytest.fixture
+def lra_run(tmp_path):
+    return make_lra_run(tmp_path / "lra")
+
+
+def rich_text(frame, **kwargs):
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    render(frame, console=Console(file=buffer, width=400), **kwargs)
+    return buffer.getvalue()
+
+
+def test_published_lra_rows_are_the_papers_numbers():
+    from suite.harness.published_lra import PUBLISHED_LRA
+
+    tasks = ("lra-listops", "lra-text", "lra-retrieval", "lra-image", "lra-pathfinder", "lra-pathx")
+    rows = {r.model: [r.accuracy_percent[t] for t in tasks] for r in PUBLISHED_LRA}
+    assert rows == {"Transformer": [36.37, 64.27, 57.46, 42.44, 71.40, None],
+                    "Linear Trans.": [16.13, 65.90, 53.09, 42.34, 75.30, None],
+                    "Performer": [18.01, 65.40, 53.82, 42.77, 77.05, None],
+                    "S4 (v2, S4-LegS)": [59.60, 86.82, 90.90, 88.65, 94.20, 96.35],
+                    "Mega": [63.14, 90.43, 91.25, 90.44, 96.01, 97.98]}
+    assert all(r.source and r.label.startswith("published: ") for r in PUBLISHED_LRA)
+
+
+def test_reference_lra_puts_labelled_published_columns_beside_the_measured_rows(lra_run):
+    frame = load_runs([lra_run])
+    markdown = render(frame, fmt="markdown", reference="lra")
+    lra_part = markdown[markdown.index("### LRA accuracy: measured"):]
+    header = lra_part.splitlines()[2]
+    for label in ("published: Transformer (LRA Table 1)", "published: Linear Trans. (LRA Table 1)",
+                  "published: Performer (LRA Table 1)", "published: S4 (v2, S4-LegS) (S4 Table 10)",
+                  "published: Mega (Mega Table 2)"):
+        assert label in header
+    listops = next(line for line in lra_part.splitlines() if line.startswith("| lra-listops"))
+    cells = [c.strip() for c in listops.strip("|").split("|")]
+    assert cells == ["lra-listops · accuracy ↑", "500", "0.35 ± 0 (n=2)", "0.31 ± 0.014 (n=2)",
+                     "0.3637", "0.1613", "0.1801", "0.5960", "0.6314"]
+    pathx = next(line for line in lra_part.splitlines() if line.startswith("| lra-pathx"))
+    assert pathx.count("FAIL") == 3 and "0.9635" in pathx and "0.9798" in pathx
+    assert "NOT re-run" in lra_part and "arXiv:2011.04006" in lra_part and "arXiv:2111.00396" in lra_part
+    assert "| kern" not in lra_part  # only LRA tasks sit beside the published numbers
+    rich = rich_text(frame, reference="lra")
+    assert "published: Transformer (LRA Table 1)" in rich and "0.3637" in rich and "arXiv:2209.10655" in rich
+
+
+def test_reference_lra_adds_published_rows_to_the_csv(lra_run):
+    csv = pd.read_csv(io.StringIO(render(load_runs([lra_run]), fmt="csv", reference="lra")))
+    published = csv[csv["published"]].set_index(["task", "attention"])
+    assert published.loc[("lra-listops", "Transformer (LRA Table 1)"), "mean"] == pytest.approx(0.3637)
+    assert published.loc[("lra-image", "Mega (Mega Table 2)"), "mean"] == pytest.approx(0.9044)
+    assert published.loc[("lra-pathx", "Performer (LRA Table 1)"), "statuses"] == "FAIL"
+    assert set(published["run"]) == {"published"} and "arXiv:2011.04006" in published["source"].iloc[0]
+    assert set(published.index.get_level_values("task")) == {"lra-listops", "lra-image", "lra-pathx"}
+
+
+def test_reference_lra_does_not_change_the_measured_numbers(lra_run):
+    frame = load_runs([lra_run])
+    plain, with_reference = render(frame, fmt="markdown"), render(frame, fmt="markdown", reference="lra")
+    assert with_reference.startswith(plain)
+    measured_plain = pd.read_csv(io.StringIO(render(frame, fmt="csv")))
+    measured = pd.read_csv(io.StringIO(render(frame, fmt="csv", reference="lra")))
+    measured = measured[~measured["published"]].drop(columns="published").reset_index(drop=True)
+    pd.testing.assert_frame_equal(measured, measured_plain, check_dtype=False)
+    lra_part = with_reference[with_reference.index("### LRA accuracy"):]
+    main_part = with_reference[:with_reference.index("### LRA accuracy")]
+    assert "0.31 ± 0.014 (n=2)" in main_part and "0.31 ± 0.014 (n=2)" in lra_part
+
+
+def test_reference_lra_keeps_the_substitute_marker(lra_run):
+    markdown = render(load_runs([lra_run]), fmt="markdown", reference="lra")
+    lra_part = markdown[markdown.index("### LRA accuracy"):]
+    assert "| lra-image † · accuracy ↑" in lra_part
+    assert "† substitute data" in lra_part and "lra-image: digits-gray" in lra_part
+    assert "not comparable with the published numbers" in lra_part
+
+
+def test_reference_lra_without_lra_tasks_says_so_in_one_line(runs, capsys, monkeypatch):
+    from suite.harness.compare import NO_LRA_TASKS
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["compare", str(runs[0]), "--reference", "lra", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(NO_LRA_TASKS) == 1 and "published:" not in out and "0.6 ± 0.1 (n=3)" in out
+    assert main(["compare", str(runs[0]), "--reference", "lra"]) == 0
+    assert "no LRA task" in capsys.readouterr().out
+    assert main(["compare", str(runs[0]), "--reference", "lra", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == NO_LRA_TASKS + "\n" and not pd.read_csv(io.StringIO(captured.out))["published"].any()
+
+
+def test_report_of_a_run_with_lra_tasks_shows_the_published_results(lra_run, capsys):
+    assert main(["report", str(lra_run)]) == 0
+    report = (lra_run / "report.md").read_text()
+    assert "## LRA: measured beside published results (not re-run)" in report
+    assert "published: Mega (Mega Table 2)" in report and "0.6314" in report

@@ -16,6 +16,11 @@
   data source, in every format.
 - ``render(..., fmt)``: ``rich`` (a table on the console), ``markdown`` (pipe tables), ``csv`` (the numbers
   in long form: one row per run, task, metric, L and attention with mean, std, n, statuses, substitute).
+- ``render(..., reference="lra")`` adds the published LRA accuracies (``suite.harness.published_lra``, not
+  re-run) beside the measured accuracy of the LRA tasks: a second table whose columns are the measured
+  attentions and then ``published: <model> (<table>)``, with a footnote citing each source (rich,
+  markdown); extra long-form rows with ``run`` = ``published`` and ``published`` = True (csv). Records
+  without an LRA task get the one line ``NO_LRA_TASKS`` instead.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from suite.harness.measure import crossover_length, loglog_slope
+from suite.harness.published_lra import LRA_TASKS, PUBLISHED_LRA
 from suite.harness.records import latest_by_key, read_records
 
 SUBSTITUTE_MARK = "†"
@@ -38,6 +44,11 @@ TIME_METRICS = ("fwd_ms", "fwdbwd_ms", "decode_ms_per_token", "train_ms_per_samp
 SCALING_METRICS = TIME_METRICS + ("peak_mem_bytes", "state_bytes")
 _DERIVED = {"train_ms_per_sample": "train_samples_per_s", "infer_ms_per_sample": "infer_samples_per_s"}
 FORMATS = ("rich", "markdown", "csv")
+REFERENCES = ("lra",)
+PUBLISHED_RUN = "published"
+LRA_METRIC = "accuracy"
+NO_LRA_TASKS = (f"--reference lra: these records hold no LRA task ({', '.join(LRA_TASKS)}), so there is nothing to "
+                "set the published LRA numbers beside")
 
 
 def _run_label(path: Path) -> str:
@@ -242,6 +253,63 @@ SCALING_NOTE = ("cells: log-log slope of the metric against L (1 = linear, 2 = q
                 "('x <= L': already at the shortest L, 'x > L': not within the measured lengths)")
 
 
+def lra_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` that belong to LRA tasks (a published task name, or family ``lra``)."""
+    return frame[frame["task"].isin(list(LRA_TASKS)) | (frame["family"] == "lra")]
+
+
+def _published_cell(task: str, result) -> str:
+    if task not in LRA_TASKS:
+        return "-"
+    value = result.accuracy(task)
+    return "FAIL" if value is None else f"{value:.4f}"  # percent with two decimals: exact as a 4-digit fraction
+
+
+def lra_reference_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]] | None:
+    """Measured LRA accuracy (as ``pivot_table`` shows it) with a column per published model, and footnotes.
+
+    None when ``frame`` holds no LRA task. A published cell is the same at every L of its task: it was
+    measured at the paper's length, not re-run here.
+    """
+    lra = lra_frame(frame)
+    if lra.empty:
+        return None
+    stats = metric_stats(lra, LRA_METRIC)
+    table = pivot_table(stats)
+    task_of_row = dict(zip(_row_label(stats), stats["task"]))
+    for result in PUBLISHED_LRA:
+        table[result.label] = [_published_cell(task_of_row[row], result) for row, _ in table.index]
+    runs = list(dict.fromkeys(stats["run"]))
+    notes = footnotes(stats, two_runs=len(runs) == 2)
+    if stats["substitute"].any():  # the first note is the † one
+        notes[0] += "; these rows are not comparable with the published numbers"
+    notes.append("published: test accuracy as its paper reports it (fraction), NOT re-run by this suite, at the "
+                 "paper's own lengths and settings (ListOps up to 2K, Text 4K, Retrieval 4K per document, Image 1K, "
+                 "Pathfinder 1K, Path-X 16K), whatever the L of the row; FAIL = the paper reports the model did "
+                 "not learn the task (no better than chance)")
+    for source in dict.fromkeys(result.source for result in PUBLISHED_LRA):
+        models = ", ".join(r.model for r in PUBLISHED_LRA if r.source == source)
+        notes.append(f"source of {models}: {source}")
+    return table, notes
+
+
+def published_lra_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long-form rows (the columns of ``metric_stats`` plus ``published``) of the published accuracies of the
+    LRA tasks in ``frame``: run ``published``, attention the model, mean the accuracy (NaN and status FAIL
+    for FAIL), seq_len, std and n empty, source the citation."""
+    tasks = [task for task in dict.fromkeys(lra_frame(frame)["task"]) if task in LRA_TASKS]
+    rows = []
+    for result in PUBLISHED_LRA:
+        for task in tasks:
+            value = result.accuracy(task)
+            rows.append({"run": PUBLISHED_RUN, "task": task, "metric": LRA_METRIC, "direction": "max",
+                         "seq_len": pd.NA, "attention": f"{result.model} ({result.table})",
+                         "mean": math.nan if value is None else value, "std": math.nan, "n": pd.NA,
+                         "statuses": "FAIL" if value is None else "", "substitute": False, "source": result.source,
+                         "published": True})
+    return pd.DataFrame(rows)
+
+
 def _rich_table(table: pd.DataFrame, title: str) -> Table:
     out = Table(title=title)
     flat = table.reset_index()
@@ -253,12 +321,23 @@ def _rich_table(table: pd.DataFrame, title: str) -> Table:
 
 
 def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", console: Console | None = None,
-           scaling: bool = True) -> str:
-    """Print (rich) or return (markdown, csv) the comparison of ``frame``; returns the text for non-rich formats."""
+           scaling: bool = True, reference: str | None = None) -> str:
+    """Print (rich) or return (markdown, csv) the comparison of ``frame``; returns the text for non-rich formats.
+
+    ``reference="lra"`` adds the published LRA rows (module docstring); the measured numbers do not change.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if reference is not None and reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
     stats = metric_stats(frame, metric)
     if fmt == "csv":
+        if reference == "lra":
+            published = published_lra_rows(frame)
+            stats = stats.assign(published=False)
+            if not published.empty:
+                stats = pd.concat([stats.astype({"seq_len": "Int64", "n": "Int64"}),
+                                   published.astype({"seq_len": "Int64", "n": "Int64"})], ignore_index=True)
         buffer = io.StringIO()
         stats.to_csv(buffer, index=False, float_format="%.6g")
         return buffer.getvalue()
@@ -266,13 +345,20 @@ def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", co
     table = pivot_table(stats)
     notes = footnotes(stats, two_runs=len(runs) == 2)
     scale = scaling_table(scaling_frame(frame)) if scaling else pd.DataFrame()
+    lra = lra_reference_table(frame) if reference == "lra" else None
     title = f"{metric or 'main metric'} by task, L and attention ({', '.join(runs)})"
+    lra_title = f"LRA {LRA_METRIC}: measured ({', '.join(runs)}) beside published results (not re-run)"
     if fmt == "markdown":
         parts = [f"### {title}", "", table.reset_index().to_markdown(index=False, disable_numparse=True), ""]
         parts += [f"- {note}" for note in notes]
         if not scale.empty:
             scale_md = scale.reset_index().to_markdown(index=False, disable_numparse=True)
             parts += ["", "### scaling against L", "", scale_md, "", f"- {SCALING_NOTE}"]
+        if lra is not None:
+            lra_md = lra[0].reset_index().to_markdown(index=False, disable_numparse=True)
+            parts += ["", f"### {lra_title}", "", lra_md, ""] + [f"- {note}" for note in lra[1]]
+        elif reference == "lra":
+            parts += ["", NO_LRA_TASKS]
         return "\n".join(parts) + "\n"
     console = console or Console()
     console.print(_rich_table(table, title))
@@ -281,4 +367,10 @@ def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", co
     if not scale.empty:
         console.print(_rich_table(scale, "scaling against L"))
         console.print(SCALING_NOTE, markup=False)
+    if lra is not None:
+        console.print(_rich_table(lra[0], lra_title))
+        for note in lra[1]:
+            console.print(note, markup=False)
+    elif reference == "lra":
+        console.print(NO_LRA_TASKS, markup=False)
     return ""

@@ -6,6 +6,7 @@ The report reads the run's records and nothing else:
 - the main metric table (mean ± std over seeds per task, L and attention) and, where present, tables for
   training and inference throughput and peak memory;
 - the scaling table (log-log slope against L and crossover against softmax) of time and memory metrics;
+- for runs with LRA tasks, their accuracy beside the published LRA results (``compare --reference lra``);
 - plots: per task swept over two or more lengths, each time metric and peak memory against L on log-log
   axes, one line per attention; per task with a quality metric (accuracy, loss, bpb, ...), a bar per
   attention (and L) with the seed spread as error bars;
@@ -24,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from suite.harness.compare import (SCALING_METRICS, SCALING_NOTE, SUBSTITUTE_MARK, TIME_METRICS, attention_order,
-                                   footnotes, load_runs, metric_stats, pivot_table, scaling_frame, scaling_table)
+                                   footnotes, load_runs, lra_reference_table, metric_stats, pivot_table,
+                                   scaling_frame, scaling_table)
 from suite.harness.records import latest_by_key, read_records
 
 EXTRA_TABLE_METRICS = ("train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
@@ -136,6 +138,12 @@ def write_report(run_dir: Path | str) -> Path:
     if not scale.empty:
         scale_md = scale.reset_index().to_markdown(index=False, disable_numparse=True)
         lines += ["## Scaling against L", "", scale_md, "", f"- {SCALING_NOTE}", ""]
+
+    lra = lra_reference_table(frame)
+    if lra is not None:
+        lra_md = lra[0].reset_index().to_markdown(index=False, disable_numparse=True)
+        lines += ["## LRA: measured beside published results (not re-run)", "", lra_md, ""]
+        lines += [f"- {note}" for note in lra[1]] + [""]
 
     per_metric = {m: metric_stats(frame, m) for m in SCALING_METRICS}
     images = []

@@ -11,6 +11,20 @@
   records is refused, so a record is never duplicated by accident.
 - ``run_in_process`` is the torchrun path: every rank runs the same jobs in its own process with
   DistributedDataParallel, and rank 0 writes the records.
+
+Options for the LM jobs (builder ``lm``, see ``suite.lm.builder``):
+
+- ``plan_jobs(..., lm_eval_tasks=[...])`` replaces the task file's ``lm_eval_tasks`` in the job's resolved
+  config, so the record's ``config.hparams.lm_eval_tasks`` says which lm-eval tasks ran and the job key
+  changes with them (their metrics are part of the job's result; ``--resume`` with other lm-eval tasks runs
+  the jobs again instead of reusing records that lack the requested metrics). The job's environment drops
+  ``EA_SUITE_LM_EVAL_TASKS`` so that the builder reads the config and nothing else.
+- ``download=True`` sets ``EA_SUITE_DOWNLOAD=1`` in the job's environment (and removes it otherwise): it
+  permits fetching a Hugging Face data set and is recorded in ``env.download``, but it is not part of the
+  job key, because it does not change which data set or computation a job uses, only whether a missing data
+  set may be fetched (so ``--resume --download`` re-runs a job skipped for missing data under the same key).
+- Every job gets ``EA_SUITE_CHECKPOINT_DIR=OUT/checkpoints`` unless the environment already sets it: LM
+  jobs save their trained model there (``<task>_<attention>_L<seq_len>_s<seed>/``).
 """
 from __future__ import annotations
 
@@ -23,7 +37,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
@@ -39,21 +53,27 @@ from suite.harness.records import (append_record, base_env, job_key, latest_by_k
 from suite.tasks import Task
 
 FAILED = ("oom", "diverged", "timeout", "error")
+LM_EVAL_BUILDERS = ("lm",)  # builders that run lm-eval after training and read hparams["lm_eval_tasks"]
+CHECKPOINTS_DIR = "checkpoints"
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "oom": "red", "diverged": "red", "timeout": "red",
                  "error": "red"}
 
 
 def plan_jobs(tasks: list[Task], profile: str, attentions: list[str] | None = None, seeds: int = 1,
-              seq_lens: list[int] | None = None) -> list[JobSpec]:
+              seq_lens: list[int] | None = None, lm_eval_tasks: list[str] | None = None) -> list[JobSpec]:
     """Every job of ``tasks``: per task, its lengths x seeds x attentions (the task defaults unless given).
 
-    ``attentions`` must already be canonical specs. Duplicate jobs (same key) appear once.
+    ``attentions`` must already be canonical specs. ``lm_eval_tasks`` (``[]`` = none) replaces the
+    ``lm_eval_tasks`` hyperparameter of the tasks whose builder runs lm-eval (``LM_EVAL_BUILDERS``); other
+    tasks ignore it. Duplicate jobs (same key) appear once.
     """
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
     jobs: dict[str, JobSpec] = {}
     for task in tasks:
         config = task.job_config(profile)
+        if lm_eval_tasks is not None and task.builder in LM_EVAL_BUILDERS:
+            config["hparams"] = {**config["hparams"], "lm_eval_tasks": list(lm_eval_tasks)}
         specs = attentions or task.default_attentions()
         for seq_len in seq_lens or task.seq_lens(profile):
             for seed in range(seeds):
@@ -83,6 +103,20 @@ class RunSummary:
 
 def default_out_dir() -> Path:
     return Path("results") / "runs" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def job_environ(base: Mapping[str, str], out: Path, download: bool) -> dict[str, str]:
+    """The environment of the jobs of a run in ``out``: ``base`` with the LM options set (module docstring)."""
+    from suite.lm.builder import CHECKPOINT_ENV, DOWNLOAD_ENV, LM_EVAL_TASKS_ENV
+
+    environ = dict(base)
+    environ.pop(LM_EVAL_TASKS_ENV, None)  # the job's config carries the lm-eval tasks (plan_jobs)
+    environ.setdefault(CHECKPOINT_ENV, str((Path(out) / CHECKPOINTS_DIR).resolve()))
+    if download:
+        environ[DOWNLOAD_ENV] = "1"
+    else:
+        environ.pop(DOWNLOAD_ENV, None)
+    return environ
 
 
 def _check_out_dir(out: Path, resume: bool) -> tuple[set[str], int]:
@@ -224,12 +258,13 @@ def _log_line(record: dict[str, Any], spec: JobSpec) -> Text:
 
 def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: str | None = None,
              job_timeout: float | None = None, resume: bool = False, stop_on_skip: bool = False,
-             console: Console | None = None) -> RunSummary:
+             download: bool = False, console: Console | None = None) -> RunSummary:
     """Run ``jobs`` one child process each, appending a record per finished job to ``OUT/records.jsonl``.
 
     ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` ends the run at the first
-    ``skipped`` job (``run`` uses it: missing data is then a usage error). KeyboardInterrupt is absorbed:
-    the summary says ``interrupted``.
+    ``skipped`` job (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to fetch
+    Hugging Face data sets. Each child process gets ``job_environ(os.environ, out, download)``.
+    KeyboardInterrupt is absorbed: the summary says ``interrupted``.
     """
     console = console or Console()
     out = Path(out)
@@ -237,8 +272,8 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     todo = [job for job in jobs if job.key not in done]
     summary = RunSummary(out=out, reused=len(jobs) - len(todo))
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    env = base_env()
-    environ = dict(os.environ)
+    env = {**base_env(), "download": bool(download)}
+    environ = job_environ(os.environ, out, download)
     plugins = plugin_modules()
     if summary.reused:
         console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
@@ -284,8 +319,11 @@ def _run_and_record(spec: JobSpec, out: Path, device: str, data_root: str | None
 
 
 def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data_root: str | None = None,
-                   resume: bool = False, console: Console | None = None) -> RunSummary:
-    """The torchrun path: each rank runs every job here under DDP (gloo on CPU, nccl on GPU); rank 0 records."""
+                   resume: bool = False, download: bool = False, console: Console | None = None) -> RunSummary:
+    """The torchrun path: each rank runs every job here under DDP (gloo on CPU, nccl on GPU); rank 0 records.
+
+    The jobs run in this process, so its own environment is set as ``job_environ`` says.
+    """
     import torch.distributed as dist
 
     from suite.harness.execute import resolve_device
@@ -315,7 +353,11 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     done = shared[0]
     todo = [job for job in jobs if job.key not in done]
     summary = RunSummary(out=out, reused=len(jobs) - len(todo))
-    env = base_env()
+    env = {**base_env(), "download": bool(download)}
+    environ = job_environ(os.environ, out, download)
+    for name in set(os.environ) - set(environ):
+        del os.environ[name]
+    os.environ.update(environ)
     for spec in todo:
         started_at, start = now_iso(), time.monotonic()
         outcome = run_job(spec, resolved, data_root, rank=rank, world_size=world)
