@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from suite.console import make_console
 from suite.errors import UsageError
 
 DATA_ENV = "EA_SUITE_DATA"
@@ -124,7 +125,6 @@ def _load_tasks():
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every task with family, lengths, data source and main metric."""
-    from rich.console import Console
     from rich.table import Table
 
     tasks = _load_tasks()
@@ -139,7 +139,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_row(task.name, task.family, ",".join(map(str, task.seq_len)),
                       ",".join(map(str, task.seq_lens("smoke"))), task.data["source"],
                       f"{task.metric} {'↑' if task.direction == 'max' else '↓'}", attentions, task.description)
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 
@@ -199,7 +199,6 @@ def _resolve_device(device: str) -> str:
 
 
 def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool) -> int:
-    from rich.console import Console
 
     from suite.harness.runner import (default_out_dir, plan_jobs, print_summary, run_in_process, run_jobs,
                                       start_job_server)
@@ -217,7 +216,7 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool) -> int
     jobs = plan_jobs(tasks, args.profile, _attention_specs(args.attn), args.seeds, args.seq_len,
                      lm_eval_tasks=lm_eval_tasks)
     out = args.out or default_out_dir()
-    console = Console()
+    console = make_console()
     if torchrun:  # launched by torchrun: every rank runs the jobs under DDP
         summary = run_in_process(jobs, out, device=args.device, data_root=args.data_root, resume=args.resume,
                                  download=args.download, console=console)

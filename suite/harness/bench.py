@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
 import torch
 
+from suite.console import make_console
 from suite.errors import UsageError
 from suite.harness.measure import (crossover_length, loglog_slope, peak_memory_bytes, reset_peak_memory,
                                    synchronize)
@@ -244,9 +244,6 @@ def _expand_specs(text: str, order: int | None) -> list[str]:
 def run_bench(args: argparse.Namespace) -> int:
     """``run_suite.py bench``: one table of time and memory per attention and L, then slopes and crossovers."""
     import pandas as pd
-    from rich.console import Console
-    from rich.table import Table
-
     specs = _expand_specs(args.attn, args.order)
     lengths = _int_list(args.lengths)
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]
@@ -260,7 +257,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda given but CUDA is not available")
     dtype = _dtype(args.dtype)
     tolerance = args.max_check_error or (1e-4 if dtype == torch.float32 else 3e-2)
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = make_console()
     rows = []
     failed = False
     for spec in specs:

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from suite.console import make_console
 from suite.harness.measure import crossover_length, loglog_slope
 from suite.harness.published_lra import LRA_TASKS, PUBLISHED_LRA
 from suite.harness.records import latest_by_key, read_records
@@ -360,7 +361,7 @@ def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", co
         elif reference == "lra":
             parts += ["", NO_LRA_TASKS]
         return "\n".join(parts) + "\n"
-    console = console or Console()
+    console = console or make_console()
     console.print(_rich_table(table, title))
     for note in notes:
         console.print(note, markup=False)

@@ -45,6 +45,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 from rich.text import Text
 
+from suite.console import make_console
 from suite.errors import UsageError
 from suite.harness.builders import plugin_modules
 from suite.harness.execute import JobSpec, run_job
@@ -266,7 +267,7 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     Hugging Face data sets. Each child process gets ``job_environ(os.environ, out, download)``.
     KeyboardInterrupt is absorbed: the summary says ``interrupted``.
     """
-    console = console or Console()
+    console = console or make_console()
     out = Path(out)
     done, recorded_before = _check_out_dir(out, resume)
     todo = [job for job in jobs if job.key not in done]
@@ -338,7 +339,7 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
 
             torch.cuda.set_device(resolved)
         dist.init_process_group(backend=backend)
-    console = console or Console()
+    console = console or make_console()
     out = Path(out)
     shared: list[Any] = [set(), None]  # rank 0 checks OUT and tells every rank what to skip, or why to stop
     if rank == 0:
