@@ -181,7 +181,8 @@ class EATorchFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, order: int, causal: bool, keep, initial_state):
         dt = compute_dtype(q)
-        qf, kf, vf = q.to(dt), k.to(dt), v.to(dt)
+        # the prefix sums reshape their inputs: contiguous copies once here, not a copy per power n
+        qf, kf, vf = (t.to(dt).contiguous() for t in (q, k, v))
         init = initial_state.to(dt) if initial_state is not None else None
         e = key_features(kf, keep)
         N, Z, _, _, state = _forward_sums(qf, kf, vf, e, order, causal, init, False)
@@ -195,7 +196,7 @@ class EATorchFunction(torch.autograd.Function):
         q, k, v, keep, initial_state = ctx.saved_tensors
         order, causal = ctx.order, ctx.causal
         dt = compute_dtype(q)
-        qf, kf, vf, g = q.to(dt), k.to(dt), v.to(dt), grad_o.to(dt)
+        qf, kf, vf, g = (t.to(dt).contiguous() for t in (q, k, v, grad_o))
         init = initial_state.to(dt) if initial_state is not None else None
         e = key_features(kf, keep)
         N, Z, dN, dZ, _ = _forward_sums(qf, kf, vf, e, order, causal, init, True)
