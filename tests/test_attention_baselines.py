@@ -426,3 +426,71 @@ def test_mamba_non_causal_sees_both_directions():
         y, y2, y3 = module(x), module(x2), module(x3)
     assert not torch.allclose(y[:, 0], y2[:, 0])      # the last token reaches the first (backward scan)
     assert not torch.allclose(y[:, -1], y3[:, -1])    # and the first reaches the last (forward scan)
+
+
+def sequential_selective_scan(u, delta, A, Bm, Cm, D, h):
+    """The S6 recurrence stepped one position at a time (the plain definition), [B, L, ·] inputs."""
+    ys = []
+    for t in range(u.shape[1]):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * Bm[:, t, None]
+        ys.append((h * Cm[:, t, None]).sum(-1) + D * u[:, t])
+    return torch.stack(ys, 1), h
+
+
+def scan_inputs(n, Di=5, N=3, dtype=torch.float64):
+    """Inputs with Δ spanning its whole range: 0 (padding), ~1e-4 (state kept for hundreds of steps), and
+    Δ·A down to about -1e4 (decay exp(ΔA) = 0 in any dtype), plus a slowly decaying channel."""
+    u, Bm, Cm = torch.randn(B, n, Di, dtype=dtype), torch.randn(B, n, N, dtype=dtype), torch.randn(B, n, N, dtype=dtype)
+    delta = torch.exp(torch.empty(B, n, Di, dtype=dtype).uniform_(math.log(1e-4), math.log(1e3)))
+    delta[:, :, 0] = 1e-4                                     # a long memory: exp(ΔA) ≈ 1 - 1e-4
+    delta[0, 5:40] = 0.0                                      # a padded stretch: the state passes through
+    A = -torch.exp(torch.empty(Di, N, dtype=dtype).uniform_(math.log(1e-2), math.log(16.0)))
+    D, h = torch.randn(Di, dtype=dtype), torch.randn(B, Di, N, dtype=dtype)
+    return u, delta, A, Bm, Cm, D, h
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 500])
+def test_mamba_scan_matches_sequential_recurrence_over_long_decays_and_extreme_steps(chunk_size):
+    u, delta, A, Bm, Cm, D, h = scan_inputs(300)
+    wrt = [t.requires_grad_() for t in (u, delta, A, Bm, Cm, D, h)]
+    y, h_last = selective_scan(u, delta, A, Bm, Cm, D, initial_state=h, chunk_size=chunk_size)
+    y_ref, h_ref = sequential_selective_scan(u, delta, A, Bm, Cm, D, h)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h_last, h_ref, rtol=1e-10, atol=1e-10)
+    assert_same_gradients(torch.cat([y.flatten(), h_last.flatten()]), torch.cat([y_ref.flatten(), h_ref.flatten()]), wrt)
+
+
+def test_mamba_scan_stays_finite_in_fp32_when_decays_underflow():
+    u, delta, A, Bm, Cm, D, h = (t.float().requires_grad_() for t in scan_inputs(100))
+    y, h_last = selective_scan(u, delta, A, Bm, Cm, D, initial_state=h, chunk_size=16)
+    y_ref, h_ref = sequential_selective_scan(*(t.detach().double() for t in (u, delta, A, Bm, Cm, D, h)))
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-4, atol=1e-3)
+    (y.sum() + h_last.sum()).backward()
+    for t in (u, delta, A, Bm, Cm, D, h):
+        assert torch.isfinite(t.grad).all()
+
+
+def test_mamba_scan_backward_matches_finite_differences():
+    u, delta, A, Bm, Cm, D, h = scan_inputs(11, Di=3, N=2)
+    delta = delta.clamp(max=2.0)                              # keep exp(ΔA) smooth enough for finite differences
+    args = [t.requires_grad_() for t in (u, delta, A, Bm, Cm, D, h)]
+    assert torch.autograd.gradcheck(lambda *a: selective_scan(*a[:6], initial_state=a[6], chunk_size=4), args)
+
+
+def test_mamba_scan_result_does_not_depend_on_chunk_size():
+    u, delta, A, Bm, Cm, D, h = scan_inputs(45)
+    results = [selective_scan(u, delta, A, Bm, Cm, D, initial_state=h, chunk_size=c) for c in (1, 4, 16, 45, 64)]
+    for y, h_last in results[1:]:
+        torch.testing.assert_close(y, results[0][0], rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(h_last, results[0][1], rtol=1e-13, atol=1e-13)
+
+
+def test_mamba_scan_saves_chunk_start_states_not_every_state_for_backward():
+    n, Di, N, chunk = 64, 6, 4, 8
+    u, delta, A, Bm, Cm, D, h = (t.requires_grad_() for t in scan_inputs(n, Di, N))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y, h_last = selective_scan(u, delta, A, Bm, Cm, D, initial_state=h, chunk_size=chunk)
+    inputs_numel = sum(t.numel() for t in (u, delta, A, Bm, Cm, D))
+    assert sum(saved) <= inputs_numel + (n // chunk) * B * N * Di       # inputs + one [B, N, Di] state per chunk
+    assert max(saved) <= B * n * Di                                   # nothing as large as [B, L, Di, N]

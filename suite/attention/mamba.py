@@ -7,8 +7,10 @@
     out = out_proj(y ⊙ silu(z))
 
 The SSM is per channel: ``num_heads`` is accepted for the common constructor and unused. The scan runs in
-chunks of C positions (stepped inside a chunk, a carried state across chunks, each chunk checkpointed under
-autograd so training memory is O(L/C · d_inner·N + C · d_inner·N) for the scan).
+chunks of C positions (``chunk_size``, default 32): stepped position by position inside a chunk, with the
+elementwise work for the whole chunk done in single ops, a carried state across chunks, and a hand-written
+backward that recomputes one chunk at a time, so training memory is O(L/C · d_inner·N + C · d_inner·N) for
+the scan. C trades speed for memory and does not change the result.
 Non-causal = bidirectional as in Vision Mamba: a second conv + SSM branch scans the reversed sequence, and
 the two branch outputs are averaged before the gate.
 Key padding: padded positions enter the conv as 0, their conv output is 0 and their Δ is 0, so exp(0·A) = 1
@@ -26,50 +28,139 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 from suite.attention.base import AttentionModule
 from suite.attention.linear import compute_dtype, wants_fast_path
 from suite.attention.registry import register_attention
 
 
-def _scan_chunk(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor,
-                D: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The S6 recurrence over one chunk: u, delta [B, c, Di]; Bm, Cm [B, c, N]; h [B, Di, N] -> (y, h_c)."""
-    decay = torch.exp(delta[..., None] * A)                                        # [B, c, Di, N], ≤ 1
-    inputs = (delta * u)[..., None] * Bm[:, :, None, :]                            # [B, c, Di, N]
-    ys = []
-    for t in range(u.shape[1]):
-        h = decay[:, t] * h + inputs[:, t]
-        ys.append(torch.einsum("bdn,bn->bd", h, Cm[:, t]))
-    return torch.stack(ys, dim=1) + D * u, h
+def _time_major(t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Positions start:stop of a [B, L, F] tensor as a contiguous [stop - start, B, F] tensor."""
+    return t[:, start:stop].transpose(0, 1).contiguous()
+
+
+def _chunk_states(u: torch.Tensor, delta: torch.Tensor, A_t: torch.Tensor, Bm: torch.Tensor, h0: torch.Tensor,
+                  a: torch.Tensor, H: torch.Tensor) -> None:
+    """The S6 recurrence over one chunk of c positions, time-major with the state laid out [N, Di].
+
+    u, delta: [c, B, Di]; A_t: [N, Di] (Aᵀ, < 0); Bm: [c, B, N]; h0: [B, N, Di] (the state before the chunk).
+    Fills a and H, both [c, B, N, Di] (reused buffers): the decays a_t = exp(Δ_t A) ∈ [0, 1] and the states
+    H_t = a_t ⊙ H_{t-1} + Δ_t u_t B_t. Every a_t and input is built for the whole chunk at once; the loop
+    is one in-place multiply-add per position on a contiguous [B, N, Di] slice.
+    """
+    torch.mul(delta[:, :, None, :], A_t, out=a).exp_()
+    torch.mul(Bm[..., None], (delta * u)[:, :, None, :], out=H)
+    H[0].addcmul_(a[0], h0)
+    for t in range(1, H.shape[0]):
+        H[t].addcmul_(a[t], H[t - 1])
+
+
+def _chunk_buffers(u: torch.Tensor, A: torch.Tensor, chunk_size: int, count: int) -> list[torch.Tensor]:
+    """``count`` [C, B, N, Di] work buffers, reused by every chunk (fresh large tensors cost page faults)."""
+    Bsz, L, Di = u.shape
+    return [u.new_empty(min(chunk_size, L), Bsz, A.shape[1], Di) for _ in range(count)]
+
+
+def _scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor,
+          D: torch.Tensor, h0: torch.Tensor, chunk_size: int,
+          keep_chunk_starts: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The forward pass of ``selective_scan`` (same shapes, one dtype, h0 given).
+
+    Returns (y [B, L, Di], h_L [B, Di, N], the state before every chunk [⌈L/C⌉, B, N, Di] or None).
+    """
+    Bsz, L, Di = u.shape
+    A_t = A.t().contiguous()
+    y = torch.empty_like(u)
+    h = h0.transpose(1, 2).contiguous()
+    starts = u.new_empty(-(-L // chunk_size), Bsz, A.shape[1], Di) if keep_chunk_starts else None
+    a_buf, H_buf = _chunk_buffers(u, A, chunk_size, 2)
+    for k, s in enumerate(range(0, L, chunk_size)):
+        e = min(s + chunk_size, L)
+        if starts is not None:
+            starts[k] = h
+        a, H = a_buf[:e - s], H_buf[:e - s]
+        _chunk_states(_time_major(u, s, e), _time_major(delta, s, e), A_t, _time_major(Bm, s, e), h, a, H)
+        y[:, s:e] = torch.matmul(_time_major(Cm, s, e)[:, :, None, :], H).squeeze(2).transpose(0, 1)  # C_t · H_t
+        h = H[-1].clone()
+    y.addcmul_(u, D)
+    return y, h.transpose(1, 2).contiguous(), starts
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """``selective_scan`` with a hand-written backward that recomputes one chunk's states at a time.
+
+    Saved for backward: the inputs and the [B, N, Di] state before each chunk, i.e. N·Di/C numbers per
+    position and batch row on top of the inputs; the backward holds three [C, B, N, Di] buffers for the
+    chunk it is working on. The state gradient runs the recurrence backwards:
+    G_t = ∂loss/∂h_t = ȳ_t C_t + a_{t+1} ⊙ G_{t+1}; then ∂/∂(Δ_t u_t B_t) = G_t, ∂/∂(Δ_t A) = G_t ⊙ a_t ⊙ h_{t-1}.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
+                Cm: torch.Tensor, D: torch.Tensor, h0: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y, h, starts = _scan(u, delta, A, Bm, Cm, D, h0, chunk_size, keep_chunk_starts=True)
+        ctx.save_for_backward(u, delta, A, Bm, Cm, D, starts)
+        ctx.chunk_size = chunk_size
+        return y, h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dy: torch.Tensor, dh: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        u, delta, A, Bm, Cm, D, starts = ctx.saved_tensors
+        c, L, A_t = ctx.chunk_size, u.shape[1], A.t().contiguous()
+        du, ddelta, dBm, dCm = dy * D, torch.empty_like(delta), torch.empty_like(Bm), torch.empty_like(Cm)
+        dA_t, dD = torch.zeros_like(A_t), (dy * u).sum((0, 1))
+        g = dh.transpose(1, 2).contiguous()                                        # ∂loss/∂h at the chunk end
+        a_buf, H_buf, G_buf = _chunk_buffers(u, A, c, 3)
+        for k in range(starts.shape[0] - 1, -1, -1):
+            s, e = k * c, min((k + 1) * c, L)
+            uc, dc, dyc = _time_major(u, s, e), _time_major(delta, s, e), _time_major(dy, s, e)
+            Bc, Cc = _time_major(Bm, s, e), _time_major(Cm, s, e)
+            a, H, G = a_buf[:e - s], H_buf[:e - s], G_buf[:e - s]
+            _chunk_states(uc, dc, A_t, Bc, starts[k], a, H)
+            dCm[:, s:e] = torch.matmul(H, dyc[..., None]).squeeze(-1).transpose(0, 1)
+            torch.mul(Cc[..., None], dyc[:, :, None, :], out=G)
+            G[-1] += g
+            for t in range(e - s - 2, -1, -1):
+                G[t].addcmul_(a[t + 1], G[t + 1])
+            d_bx = torch.matmul(Bc[:, :, None, :], G).squeeze(2)                   # ∂/∂(Δ u)  [c, B, Di]
+            dBm[:, s:e] = torch.matmul(G, (dc * uc)[..., None]).squeeze(-1).transpose(0, 1)
+            dlog = a.mul_(G)
+            g = dlog[0].clone()                                                    # a_s G_s: ∂/∂(state before)
+            dlog[1:].mul_(H[:-1])
+            dlog[0].mul_(starts[k])                                                # ∂/∂(Δ_t A)
+            dA_t += torch.mul(dlog, dc[:, :, None, :], out=H).sum((0, 1))          # H is free by now
+            ddelta[:, s:e] = (dlog.mul_(A_t).sum(2) + d_bx * uc).transpose(0, 1)
+            du[:, s:e] += (d_bx * dc).transpose(0, 1)
+        return du, ddelta, dA_t.t(), dBm, dCm, dD, g.transpose(1, 2), None
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor,
                    D: torch.Tensor, initial_state: torch.Tensor | None = None,
-                   chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                   chunk_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked S6 scan. u, delta: [B, L, Di]; A: [Di, N] (< 0); Bm, Cm: [B, L, N]; D: [Di];
     initial_state: [B, Di, N] or None. Returns (y [B, L, Di], h_L [B, Di, N]), in the compute dtype.
 
         h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t,   y_t = C_t · h_t + D ⊙ u_t
 
-    Each chunk of C positions steps the recurrence (on a CPU far cheaper than a quadratic intra-chunk form,
-    whose exp(ΔA) differs per channel and state index). Under autograd every chunk is checkpointed, so the
-    backward keeps only the [B, Di, N] state at chunk boundaries plus one chunk's [B, C, Di, N] at a time.
+    This recurrence, stepped one position after the other like ``MambaBlock.step``, with every elementwise
+    product built for a chunk of C positions at once and a hand-written backward (``_SelectiveScan``).
+    Training memory of the scan: the inputs plus N·Di/C numbers per position and batch row (chunk-start
+    states), plus O(C·N·Di) per batch row while one chunk is differentiated. The chunk size changes speed
+    and memory only, not the result. (A log-space parallel form inside a chunk needs either exp(-ΣΔA), which
+    overflows for the Δ and A this module can learn, or [C, C] pairwise decays per channel and state; on a
+    CPU the stepped loop over [B, N, Di] slices costs less.)
     """
     Bsz, L, Di = u.shape
     dt = compute_dtype(u)
-    u, delta, Bm, Cm = u.to(dt), delta.to(dt), Bm.to(dt), Cm.to(dt)
-    A, D = A.to(dt), D.to(dt)
-    h = torch.zeros(Bsz, Di, A.shape[1], device=u.device, dtype=dt) if initial_state is None else initial_state.to(dt)
-    recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, Bm, Cm, D, h))
-    ys = []
-    for start in range(0, L, chunk_size):
-        args = [t[:, start:start + chunk_size] for t in (u, delta)] + [A] + \
-               [t[:, start:start + chunk_size] for t in (Bm, Cm)] + [D, h]
-        y, h = checkpoint(_scan_chunk, *args, use_reentrant=False) if recompute else _scan_chunk(*args)
-        ys.append(y)
-    return torch.cat(ys, dim=1), h
+    h0 = torch.zeros(Bsz, Di, A.shape[1], device=u.device, dtype=dt) if initial_state is None else initial_state
+    args = [t.to(dt) for t in (u, delta, A, Bm, Cm, D, h0)]
+    with torch.autocast(u.device.type, enabled=False):                         # keep the matmuls in dt
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            return _SelectiveScan.apply(*args, chunk_size)
+        y, h, _ = _scan(*args, chunk_size, keep_chunk_starts=False)
+    return y, h
 
 
 class SSMBranch(nn.Module):
@@ -104,7 +195,8 @@ class SSMBranch(nn.Module):
         mask = None if keep is None else keep[:, :, None].to(x.dtype)
         if mask is not None:
             x = x * mask
-        xc = F.silu(self.conv(x.transpose(1, 2))[..., :L].transpose(1, 2))
+        xc = self.conv(x.transpose(1, 2))[..., :L].transpose(1, 2)
+        xc = F.silu(xc if use_kernel else xc.contiguous())     # the kernel reads [B, Di, L]; the torch scan [B, L, Di]
         delta, Bm, Cm = self.selection(xc)
         if mask is not None:
             xc, delta = xc * mask, delta * mask
@@ -146,7 +238,7 @@ class MambaBlock(AttentionModule):
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int = 0,
-                 chunk_size: int = 64) -> None:
+                 chunk_size: int = 32) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if min(d_state, d_conv, expand, chunk_size) < 1 or dt_rank < 0:
             raise ValueError("d_state, d_conv, expand and chunk_size must be >= 1 and dt_rank >= 0 (0 = ceil(dim/16))")
