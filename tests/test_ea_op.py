@@ -245,3 +245,20 @@ def test_bad_shapes_raise_value_error():
         ea_step(q, k, v, None)
     with pytest.raises(ValueError, match="state must have shape"):
         ea_step(q[:, 0], k[:, 0], v[:, 0], torch.zeros(B, H, 2, 3, D), order=6)
+
+
+def test_torch_path_in_row_blocks_equals_one_block(monkeypatch):
+    """Long causal inputs run in blocks of rows with the state carried across; force tiny blocks here."""
+    from suite.attention.ea import reference
+
+    q, k, v = make_inputs()
+    mask = make_mask()
+    g = torch.randn(B, L, H, D, dtype=torch.float64)
+    whole = _grads("torch", q, k, v, 6, True, mask, g)
+    o_whole, s_whole = ea_attention(q, k, v, 6, True, mask, output_final_state=True, backend="torch")
+    monkeypatch.setattr(reference, "_rows_per_block", lambda x: 8)
+    blocked = _grads("torch", q, k, v, 6, True, mask, g)
+    o_blocked, s_blocked = ea_attention(q, k, v, 6, True, mask, output_final_state=True, backend="torch")
+    assert rel_err(o_blocked, o_whole) < 1e-12 and rel_err(s_blocked, s_whole) < 1e-12
+    for a, b in zip(blocked, whole):
+        assert rel_err(a, b) < 1e-12

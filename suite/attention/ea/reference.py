@@ -170,6 +170,60 @@ def _forward_sums(q, k, v, e, order, causal, initial_state, with_grad_terms):
     return N, Z, dN, dZ, state
 
 
+def _rows_per_block(x: torch.Tensor) -> int:
+    """Rows of [B, L, H, D] per block of the causal path: about 2^20 elements, so each op's temporaries stay
+    cache-sized and no allocation is large enough to be fresh (and page-faulted) memory from the OS."""
+    B, _, H, D = x.shape
+    return max(64, (1 << 20) // max(1, B * H * D))
+
+
+def _blocked_forward_sums(q, k, v, e, order, causal, initial_state, with_grad_terms):
+    """``_forward_sums`` over blocks of rows, the state carried from block to block (causal), same result."""
+    L = q.shape[1]
+    rows = _rows_per_block(q)
+    if not causal or L <= rows:
+        return _forward_sums(q, k, v, e, order, causal, initial_state, with_grad_terms)
+    outs = [torch.empty_like(q) for _ in range(4 if with_grad_terms else 2)]
+    state = initial_state
+    for start in range(0, L, rows):
+        block = slice(start, start + rows)
+        *sums, state = _forward_sums(q[:, block], k[:, block], v[:, block], e[:, block], order, True, state,
+                                     with_grad_terms)
+        for out, part in zip(outs, sums):
+            out[:, block] = part
+    N, Z, dN, dZ = (outs + [None, None])[:4]
+    return N, Z, dN, dZ, state
+
+
+def _key_grads(q, k, v, e, gz, gzo, order, causal, carry):
+    """dk, dv for a block of rows, and the suffix sums entering the block from the left.
+
+    gz = g/Z, gzo = g o/Z [B, L, H, D]; carry [B, 2, t+1, H, D] holds Σ q^n gz and Σ q^n gzo over the rows after
+    the block (None: no rows after it). Returns (dk, dv, carry including this block).
+    """
+    dk = torch.zeros_like(k)
+    dv = torch.zeros_like(v)
+    qpow = torch.ones_like(q)    # q^n
+    phi_prev = None              # φ_{n-1}(k)
+    phi = e                      # φ_n(k)
+    totals = []
+    for n in range(order + 1):
+        c = 1.0 / math.factorial(n)
+        G = _suffix(qpow * gz, causal)    # n! G_n
+        Hn = _suffix(qpow * gzo, causal)  # n! H_n
+        if carry is not None:
+            G = G + carry[:, 0, n][:, None]
+            Hn = Hn + carry[:, 1, n][:, None]
+        totals.append(torch.stack([G[:, 0], Hn[:, 0]], dim=1))
+        dv.addcmul_(phi, G, value=c)
+        dphi = -k * phi if phi_prev is None else n * phi_prev - k * phi   # φ_n'(k)
+        dk.addcmul_(dphi, torch.mul(v, G).sub_(Hn), value=c)
+        if n < order:
+            phi_prev, phi = phi, phi * k
+            qpow.mul_(q)
+    return dk, dv, torch.stack(totals, dim=2)
+
+
 def _safe_inverse(Z: torch.Tensor) -> torch.Tensor:
     """1/Z where Z > 0 and 0 elsewhere (a query with no usable key)."""
     return torch.where(Z > 0, 1.0 / torch.where(Z > 0, Z, torch.ones_like(Z)), torch.zeros_like(Z))
@@ -185,7 +239,7 @@ class EATorchFunction(torch.autograd.Function):
         qf, kf, vf = (t.to(dt).contiguous() for t in (q, k, v))
         init = initial_state.to(dt) if initial_state is not None else None
         e = key_features(kf, keep)
-        N, Z, _, _, state = _forward_sums(qf, kf, vf, e, order, causal, init, False)
+        N, Z, _, _, state = _blocked_forward_sums(qf, kf, vf, e, order, causal, init, False)
         o = N * _safe_inverse(Z)
         ctx.save_for_backward(q, k, v, keep, initial_state)
         ctx.order, ctx.causal = order, causal
@@ -199,27 +253,22 @@ class EATorchFunction(torch.autograd.Function):
         qf, kf, vf, g = (t.to(dt).contiguous() for t in (q, k, v, grad_o))
         init = initial_state.to(dt) if initial_state is not None else None
         e = key_features(kf, keep)
-        N, Z, dN, dZ, _ = _forward_sums(qf, kf, vf, e, order, causal, init, True)
+        N, Z, dN, dZ, _ = _blocked_forward_sums(qf, kf, vf, e, order, causal, init, True)
         inv_z = _safe_inverse(Z)
         o = N * inv_z
         gz = g * inv_z
         dq = gz * (dN - o * dZ)
         gzo = gz * o
-        dk = torch.zeros_like(kf)
-        dv = torch.zeros_like(vf)
-        qpow = torch.ones_like(qf)   # q^n
-        phi_prev = None              # φ_{n-1}(k)
-        phi = e                      # φ_n(k)
-        for n in range(order + 1):
-            c = 1.0 / math.factorial(n)
-            G = _suffix(qpow * gz, causal)    # n! G_n
-            Hn = _suffix(qpow * gzo, causal)  # n! H_n
-            dv.addcmul_(phi, G, value=c)
-            dphi = -kf * phi if phi_prev is None else n * phi_prev - kf * phi   # φ_n'(k)
-            dk.addcmul_(dphi, torch.mul(vf, G).sub_(Hn), value=c)
-            if n < order:
-                phi_prev, phi = phi, phi * kf
-                qpow.mul_(qf)
+        rows = _rows_per_block(qf)
+        if not causal or qf.shape[1] <= rows:
+            dk, dv, _ = _key_grads(qf, kf, vf, e, gz, gzo, order, causal, None)
+        else:  # blocks from the last to the first, the suffix sums carried leftwards
+            dk, dv, carry = torch.empty_like(kf), torch.empty_like(vf), None
+            for start in reversed(range(0, qf.shape[1], rows)):
+                block = slice(start, start + rows)
+                dk[:, block], dv[:, block], carry = _key_grads(
+                    qf[:, block], kf[:, block], vf[:, block], e[:, block], gz[:, block], gzo[:, block], order,
+                    True, carry)
         if grad_state is not None and grad_state.abs().sum() > 0:
             raise RuntimeError("ea_attention: gradients through output_final_state are not supported")
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
