@@ -97,7 +97,12 @@ class VisionData:
 
 
 def _root_hint(root: Path | None) -> str:
-    return str(root) if root is not None else f"DIR (pass --data-root DIR or set {DATA_ROOT_ENV})"
+    """The data root, or the placeholder DIR in instructions when none is set."""
+    return str(root) if root is not None else "DIR"
+
+
+def _where(root: Path | None) -> str:
+    return str(root) if root is not None else f"the data root (none given: pass --data-root DIR or set {DATA_ROOT_ENV})"
 
 
 # -- Fashion-MNIST --------------------------------------------------------------------------------------
@@ -204,9 +209,9 @@ def load_cifar(name: str, root: Path | None, download: bool = False, dataset_cls
     base = find_cifar(name, root, cls)
     label = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
     how = (f"download {cls.url}, then `tar xzf {cls.filename} -C {_root_hint(root)}` (giving "
-           f"{_root_hint(root)}/{cls.base_folder}/), or set EA_SUITE_DOWNLOAD=1 to let torchvision download it there")
+           f"{_root_hint(root)}/{cls.base_folder}/), or pass --download to let torchvision download it there")
     if base is None and not download:
-        raise DataMissingError(f"{label} not found under {_root_hint(root)}: {how}")
+        raise DataMissingError(f"{label} not found under {_where(root)}: {how}")
     if base is None and root is None:
         raise DataMissingError(f"{label}: downloading needs a data root (pass --data-root DIR or set {DATA_ROOT_ENV})")
     base = base or root
