@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from suite.attention.base import compute_dtype
+from suite.attention.base import compute_dtype, safe_divide
 
 
 def empty_state(batch: int, heads: int, head_dim: int, order: int, device=None) -> torch.Tensor:
@@ -224,11 +224,6 @@ def _key_grads(q, k, v, e, gz, gzo, order, causal, carry):
     return dk, dv, torch.stack(totals, dim=2)
 
 
-def _safe_inverse(Z: torch.Tensor) -> torch.Tensor:
-    """1/Z where Z > 0 and 0 elsewhere (a query with no usable key)."""
-    return torch.where(Z > 0, 1.0 / torch.where(Z > 0, Z, torch.ones_like(Z)), torch.zeros_like(Z))
-
-
 class EATorchFunction(torch.autograd.Function):
     """O(tLD) element-wise attention with §2's analytic backward (fp32 math, fp64 for fp64 inputs)."""
 
@@ -240,7 +235,7 @@ class EATorchFunction(torch.autograd.Function):
         init = initial_state.to(dt) if initial_state is not None else None
         e = key_features(kf, keep)
         N, Z, _, _, state = _blocked_forward_sums(qf, kf, vf, e, order, causal, init, False)
-        o = N * _safe_inverse(Z)
+        o = safe_divide(N, Z)
         ctx.save_for_backward(q, k, v, keep, initial_state)
         ctx.order, ctx.causal = order, causal
         return o.to(v.dtype), state.float()
@@ -254,7 +249,7 @@ class EATorchFunction(torch.autograd.Function):
         init = initial_state.to(dt) if initial_state is not None else None
         e = key_features(kf, keep)
         N, Z, dN, dZ, _ = _blocked_forward_sums(qf, kf, vf, e, order, causal, init, True)
-        inv_z = _safe_inverse(Z)
+        inv_z = safe_divide(torch.ones_like(Z), Z)  # 0 for a query with no usable key
         o = N * inv_z
         gz = g * inv_z
         dq = gz * (dN - o * dZ)
@@ -292,5 +287,5 @@ def ea_step_torch(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, state
     a = qf[:, :, None] ** n / fact[:, None]                                              # [B, H, t+1, D]
     num = (a * state[:, :, 0]).sum(2)
     den = (a * state[:, :, 1]).sum(2)
-    o = num * _safe_inverse(den)
+    o = safe_divide(num, den)
     return o.to(v_t.dtype), state
