@@ -19,8 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.attention.base import AttentionModule
-from suite.attention.linear import compute_dtype, safe_divide
+from suite.attention.base import AttentionModule, compute_dtype, safe_divide
 from suite.attention.registry import register_attention
 
 

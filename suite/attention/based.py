@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.attention.base import AttentionModule
-from suite.attention.linear import compute_dtype, normalised_feature_attention, safe_divide, wants_fast_path
+from suite.attention.base import AttentionModule, compute_dtype, safe_divide
+from suite.attention.linear import normalised_feature_attention, wants_fast_path
 from suite.attention.registry import register_attention
 
 

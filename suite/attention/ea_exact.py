@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from suite.attention.base import compute_dtype, safe_divide
 from suite.attention.ea import EAAttention
-from suite.attention.linear import compute_dtype, safe_divide
 from suite.attention.registry import register_attention
 
 

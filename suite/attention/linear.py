@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.attention.base import AttentionModule, compute_dtype, safe_divide  # noqa: F401 (re-exported)
+from suite.attention.base import AttentionModule, compute_dtype, safe_divide
 from suite.attention.registry import register_attention
 
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from suite.attention.base import AttentionModule
-from suite.attention.linear import compute_dtype, wants_fast_path
+from suite.attention.base import AttentionModule, compute_dtype
+from suite.attention.linear import wants_fast_path
 from suite.attention.registry import register_attention
 
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.attention.base import AttentionModule
-from suite.attention.linear import causal_linear_scan, compute_dtype, wants_fast_path
+from suite.attention.base import AttentionModule, compute_dtype
+from suite.attention.linear import causal_linear_scan, wants_fast_path
 from suite.attention.registry import register_attention
 
 
