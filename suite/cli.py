@@ -11,12 +11,10 @@ import sys
 from pathlib import Path
 
 from suite.console import make_console
+from suite.data import DATA_ROOT_ENV as DATA_ENV
+from suite.data import DOWNLOAD_ENV, download_allowed
 from suite.errors import UsageError
-
-DATA_ENV = "EA_SUITE_DATA"
-LM_EVAL_TASKS_ENV = "EA_SUITE_LM_EVAL_TASKS"  # as suite.lm.builder reads them (a test checks they agree)
-DOWNLOAD_ENV = "EA_SUITE_DOWNLOAD"
-CHECKPOINT_ENV = "EA_SUITE_CHECKPOINT_DIR"
+from suite.lm import CHECKPOINT_ENV, LM_EVAL_TASKS_ENV, lm_eval_tasks_from_env
 PROFILES = ("smoke", "cpu", "full")
 
 
@@ -61,14 +59,6 @@ def _lm_eval_task_list(text: str) -> list[str]:
     return _comma_list(text)
 
 
-def _env_lm_eval_tasks() -> list[str] | None:
-    """``$EA_SUITE_LM_EVAL_TASKS`` read as suite.lm.builder reads it (unset -> None, empty or none -> [])."""
-    value = os.environ.get(LM_EVAL_TASKS_ENV)
-    if value is None:
-        return None
-    return [] if value.strip().lower() in ("", "none") else [t.strip() for t in value.split(",") if t.strip()]
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -109,7 +99,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                          f"skips lm-eval (default: ${LM_EVAL_TASKS_ENV} if set, now "
                          f"{os.environ.get(LM_EVAL_TASKS_ENV) or 'unset'}, else the task file's lm_eval_tasks). "
                          "Recorded in config.hparams.lm_eval_tasks and part of the job key")
-    lm.add_argument("--download", action="store_true", default=os.environ.get(DOWNLOAD_ENV) == "1",
+    lm.add_argument("--download", action="store_true", default=download_allowed(),
                     help="allow fetching a Hugging Face data set (an hf:NAME corpus, a standard lm-eval task) that "
                          f"is not in the local cache; nothing is downloaded without it (default: off unless "
                          f"${DOWNLOAD_ENV}=1, now {os.environ.get(DOWNLOAD_ENV) or 'unset'})")
@@ -210,7 +200,7 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool) -> int
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not torchrun:
         start_job_server()
-    lm_eval_tasks = args.lm_eval_tasks if args.lm_eval_tasks is not None else _env_lm_eval_tasks()
+    lm_eval_tasks = args.lm_eval_tasks if args.lm_eval_tasks is not None else lm_eval_tasks_from_env()
     if lm_eval_tasks is not None:
         _check_lm_eval_tasks(lm_eval_tasks, tasks, explicit=args.lm_eval_tasks is not None)
     jobs = plan_jobs(tasks, args.profile, _attention_specs(args.attn), args.seeds, args.seq_len,

@@ -181,12 +181,23 @@ def probe(workdir, monkeypatch):
     return workdir
 
 
-def test_cli_environment_names_are_the_ones_the_lm_builder_reads():
+def test_cli_and_lm_builder_read_the_environment_the_same_way(monkeypatch):
     from suite import cli
     from suite.lm import builder
 
     assert (cli.LM_EVAL_TASKS_ENV, cli.DOWNLOAD_ENV, cli.CHECKPOINT_ENV) == (
-        builder.LM_EVAL_TASKS_ENV, builder.DOWNLOAD_ENV, builder.CHECKPOINT_ENV)
+        "EA_SUITE_LM_EVAL_TASKS", "EA_SUITE_DOWNLOAD", "EA_SUITE_CHECKPOINT_DIR")
+    monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", " suite_heldout_ppl, suite_heldout_cloze ,")
+    assert builder._lm_eval_tasks({"lm_eval_tasks": ["other"]}) == ["suite_heldout_ppl", "suite_heldout_cloze"]
+    for off in ("", "None"):
+        monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", off)
+        assert builder._lm_eval_tasks({"lm_eval_tasks": ["other"]}) == []
+    monkeypatch.delenv("EA_SUITE_LM_EVAL_TASKS")
+    assert builder._lm_eval_tasks({"lm_eval_tasks": ["other"]}) == ["other"]
+    monkeypatch.setenv("EA_SUITE_DOWNLOAD", "1")
+    assert cli.build_parser().parse_args(["run", "lm-kjv"]).download is True
+    monkeypatch.setenv("EA_SUITE_DOWNLOAD", "0")
+    assert cli.build_parser().parse_args(["run", "lm-kjv"]).download is False
 
 
 @pytest.mark.parametrize("command", ["run", "suite"])

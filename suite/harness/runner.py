@@ -46,11 +46,13 @@ from rich.table import Table
 from rich.text import Text
 
 from suite.console import make_console
+from suite.data import DOWNLOAD_ENV
 from suite.errors import UsageError
 from suite.harness.builders import plugin_modules
 from suite.harness.execute import JobSpec, run_job
 from suite.harness.records import (append_record, base_env, job_key, latest_by_key, make_record, now_iso,
                                    read_records_file, records_path)
+from suite.lm import CHECKPOINT_ENV, LM_EVAL_TASKS_ENV
 from suite.tasks import Task
 
 FAILED = ("oom", "diverged", "timeout", "error")
@@ -108,8 +110,6 @@ def default_out_dir() -> Path:
 
 def job_environ(base: Mapping[str, str], out: Path, download: bool) -> dict[str, str]:
     """The environment of the jobs of a run in ``out``: ``base`` with the LM options set (module docstring)."""
-    from suite.lm.builder import CHECKPOINT_ENV, DOWNLOAD_ENV, LM_EVAL_TASKS_ENV
-
     environ = dict(base)
     environ.pop(LM_EVAL_TASKS_ENV, None)  # the job's config carries the lm-eval tasks (plan_jobs)
     environ.setdefault(CHECKPOINT_ENV, str((Path(out) / CHECKPOINTS_DIR).resolve()))

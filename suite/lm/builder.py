@@ -30,13 +30,14 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from suite.data import download_allowed
 from suite.data.text import encode_splits, load_text, random_windows, sequential_windows
 from suite.harness.builders import BuildContext, Job, register_builder
+from suite.lm import CHECKPOINT_ENV, lm_eval_tasks_from_env
 from suite.lm.evaluate import evaluate_batches, heldout_metrics
 from suite.lm.tokenizer import build_tokenizer
 from suite.models.lm import DecoderLM, LMConfig
 
-LM_EVAL_TASKS_ENV, DOWNLOAD_ENV, CHECKPOINT_ENV = "EA_SUITE_LM_EVAL_TASKS", "EA_SUITE_DOWNLOAD", "EA_SUITE_CHECKPOINT_DIR"
 _MODEL_KEYS = ("dim", "depth", "heads", "mlp_ratio", "pos_emb", "dropout")
 
 
@@ -58,10 +59,8 @@ def model_config(hp: dict[str, Any], attention: str, vocab_size: int, seq_len: i
 
 
 def _lm_eval_tasks(hp: dict[str, Any]) -> list[str]:
-    override = os.environ.get(LM_EVAL_TASKS_ENV)
-    if override is not None:
-        return [] if override.strip().lower() in ("", "none") else [t.strip() for t in override.split(",") if t.strip()]
-    return list(hp.get("lm_eval_tasks", []))
+    override = lm_eval_tasks_from_env()
+    return override if override is not None else list(hp.get("lm_eval_tasks", []))
 
 
 def _slug(ctx: BuildContext) -> str:
@@ -71,7 +70,7 @@ def _slug(ctx: BuildContext) -> str:
 @register_builder("lm")
 def build_lm_job(ctx: BuildContext) -> Job:
     hp, data = ctx.hparams, ctx.data
-    download = bool(data.get("download")) or os.environ.get(DOWNLOAD_ENV) == "1"
+    download = download_allowed(data)
     source = data.get("source", "kjv")
     corpus = load_text(source, ctx.data_root, download)
     tokenizer = build_tokenizer(data.get("tokenizer", "byte"), corpus.splits["train"], int(data.get("vocab_size", 4096)))

@@ -36,11 +36,11 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from suite.data import download_allowed
 from suite.data.vision import ImageArrays, VisionData, load_vision
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.models.vit import Geometry, create_vit, nearest_geometry, valid_geometries, vit_shape
 
-DOWNLOAD_ENV = "EA_SUITE_DOWNLOAD"
 AUGMENTS = ("none", "deit")
 DEFAULT_RANDAUGMENT = "rand-m9-mstd0.5-inc1"
 
@@ -294,7 +294,7 @@ def _pipelines(ctx: BuildContext, data: VisionData, geometry: Geometry, hp: dict
 @register_builder("vit")
 def build_vit_job(ctx: BuildContext) -> Job:
     hp: dict[str, Any] = ctx.hparams
-    download = bool(ctx.data.get("download")) or os.environ.get(DOWNLOAD_ENV) == "1"
+    download = download_allowed(ctx.data)
     data = load_vision(ctx.data, ctx.data_root, download=download)
     geometry = job_geometry(ctx.seq_len, hp, data.native_size)
     batch_size = train_batch_size(hp, geometry.seq_len)
