@@ -115,18 +115,11 @@ def find_fashion_mnist(root: Path | None) -> Path | None:
 
 def load_fashion_mnist(directory: Path) -> tuple[ImageArrays, ImageArrays]:
     """(train, test) from the IDX files in ``directory``: [60000, 1, 28, 28] and [10000, 1, 28, 28] uint8."""
-    from suite.data.lra.image import FASHION_FILES, read_idx
-
-    def idx_file(stem: str) -> Path:
-        return directory / stem if (directory / stem).is_file() else directory / (stem + ".gz")
+    from suite.data.lra.image import read_fashion_mnist
 
     splits = []
     for split in ("train", "test"):
-        image_stem, label_stem = FASHION_FILES[split]
-        images = read_idx(idx_file(image_stem))
-        labels = read_idx(idx_file(label_stem)).astype(np.int64)
-        if images.ndim != 3 or len(images) != len(labels):
-            raise ValueError(f"{directory}: {split} images {images.shape} do not match {len(labels)} labels")
+        images, labels = read_fashion_mnist(directory, split)
         splits.append(ImageArrays(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels)))
     return splits[0], splits[1]
 

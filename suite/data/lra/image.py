@@ -131,6 +131,21 @@ def find_fashion_mnist(root: Path | None) -> Path | None:
     return None
 
 
+def read_fashion_mnist(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The IDX pair of one Fashion-MNIST file split (``train`` or ``test``) in ``directory``:
+    (images uint8 [N, 28, 28], labels int64 [N])."""
+    files = []
+    for stem in FASHION_FILES[split]:
+        path = _idx_file(directory, stem)
+        if path is None:
+            raise FileNotFoundError(f"{directory}: no {stem} (or {stem}.gz)")
+        files.append(path)
+    images, labels = read_idx(files[0]), read_idx(files[1]).astype(np.int64)
+    if images.ndim != 3 or len(images) != len(labels):
+        raise ValueError(f"{directory}: {split} images {images.shape} do not match {len(labels)} labels")
+    return images, labels
+
+
 def resize_gray(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 [N, h, w] -> uint8 [N, size, size], bilinear (no antialiasing), rounded."""
     x = torch.from_numpy(np.array(images, dtype=np.uint8)).float().unsqueeze(1)
@@ -142,9 +157,7 @@ def load_fashion_mnist(directory: Path, split: str, size: int = SUBSTITUTE_SIZE,
                        num_examples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens uint8 [N, size*size], labels int64 [N]); train = train[:54000], val = train[54000:], test = t10k."""
     _check_split(split)
-    image_stem, label_stem = FASHION_FILES["test" if split == "test" else "train"]
-    images = read_idx(_idx_file(directory, image_stem))
-    labels = read_idx(_idx_file(directory, label_stem)).astype(np.int64)
+    images, labels = read_fashion_mnist(directory, "test" if split == "test" else "train")
     if split != "test":
         cut = FASHION_TRAIN_SIZE if len(images) == 60_000 else int(round(len(images) * 0.9))
         images, labels = (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
