@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from suite.data import DATA_ROOT_ENV, DataMissingError, resolve_data_root
+from suite.data.sampling import seeded_permutation
 
 MNIST_5K_SOURCE = "mnist-5k"
 FASHION_SOURCE = "fashion-mnist"
@@ -74,7 +75,7 @@ class ImageArrays:
         """A fixed random subset of ``count`` images (seeded; all of them when count is None or larger)."""
         if count is None or count >= len(self):
             return self
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
+        order = seeded_permutation(len(self), seed)[:count]
         return ImageArrays(self.images[order], self.labels[order])
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from suite.data.sampling import epoch_permutation
 from suite.harness.builders import BuildContext, Job, register_builder
 
 
@@ -26,8 +27,7 @@ class ShuffledBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         n = len(self.data)
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
-            order = torch.randperm(n, generator=gen)
+            order = epoch_permutation(n, self.seed, self.epoch)
             self.epoch += 1
         else:
             order = torch.arange(n)

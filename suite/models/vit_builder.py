@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from suite.data import download_allowed
+from suite.data.sampling import epoch_permutation, seeded_permutation
 from suite.data.vision import ImageArrays, VisionData, load_vision
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.models.vit import Geometry, create_vit, nearest_geometry, valid_geometries, vit_shape
@@ -109,9 +110,9 @@ class ArrayBatches:
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(len(self.arrays))
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = epoch_permutation(len(self.arrays), self.seed, self.epoch)
         self.epoch += 1
-        return torch.randperm(len(self.arrays), generator=gen)[self.rank::self.world_size]
+        return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
@@ -194,7 +195,7 @@ class EpochLoader:
 def _seeded_indices(total: int, count: int | None) -> list[int] | None:
     if count is None or count >= total:
         return None
-    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:count].tolist()
+    return seeded_permutation(total, 0)[:count].tolist()
 
 
 def timm_transforms(hp: dict[str, Any], geometry: Geometry, data: VisionData) -> tuple[Any, Any]:
