@@ -311,6 +311,11 @@ def published_lra_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """A pivot or scaling table as a pipe table: its index as leading columns, cells as they are (no number parsing)."""
+    return table.reset_index().to_markdown(index=False, disable_numparse=True)
+
+
 def _rich_table(table: pd.DataFrame, title: str) -> Table:
     out = Table(title=title)
     flat = table.reset_index()
@@ -350,13 +355,13 @@ def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", co
     title = f"{metric or 'main metric'} by task, L and attention ({', '.join(runs)})"
     lra_title = f"LRA {LRA_METRIC}: measured ({', '.join(runs)}) beside published results (not re-run)"
     if fmt == "markdown":
-        parts = [f"### {title}", "", table.reset_index().to_markdown(index=False, disable_numparse=True), ""]
+        parts = [f"### {title}", "", markdown_table(table), ""]
         parts += [f"- {note}" for note in notes]
         if not scale.empty:
-            scale_md = scale.reset_index().to_markdown(index=False, disable_numparse=True)
+            scale_md = markdown_table(scale)
             parts += ["", "### scaling against L", "", scale_md, "", f"- {SCALING_NOTE}"]
         if lra is not None:
-            lra_md = lra[0].reset_index().to_markdown(index=False, disable_numparse=True)
+            lra_md = markdown_table(lra[0])
             parts += ["", f"### {lra_title}", "", lra_md, ""] + [f"- {note}" for note in lra[1]]
         elif reference == "lra":
             parts += ["", NO_LRA_TASKS]

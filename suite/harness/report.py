@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from suite.harness.compare import (SCALING_METRICS, SCALING_NOTE, SUBSTITUTE_MARK, TIME_METRICS, attention_order,
-                                   footnotes, load_runs, lra_reference_table, metric_stats, pivot_table,
-                                   scaling_frame, scaling_table)
+                                   footnotes, load_runs, lra_reference_table, markdown_table, metric_stats,
+                                   pivot_table, scaling_frame, scaling_table)
 from suite.harness.records import latest_by_key, read_records
 
 EXTRA_TABLE_METRICS = ("train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
@@ -124,7 +124,7 @@ def write_report(run_dir: Path | str) -> Path:
     lines = [f"# Report: {run_dir.name}", "", *_provenance(records), ""]
 
     main = metric_stats(frame)
-    lines += ["## Main metric", "", pivot_table(main).reset_index().to_markdown(index=False, disable_numparse=True), ""]
+    lines += ["## Main metric", "", markdown_table(pivot_table(main)), ""]
     lines += [f"- {note}" for note in footnotes(main)] + [""]
 
     for metric in EXTRA_TABLE_METRICS:
@@ -132,16 +132,16 @@ def write_report(run_dir: Path | str) -> Path:
         stats = stats[stats["n"] > 0]
         if stats.empty:
             continue
-        lines += [f"## {metric}", "", pivot_table(stats).reset_index().to_markdown(index=False, disable_numparse=True), ""]
+        lines += [f"## {metric}", "", markdown_table(pivot_table(stats)), ""]
 
     scale = scaling_table(scaling_frame(frame))
     if not scale.empty:
-        scale_md = scale.reset_index().to_markdown(index=False, disable_numparse=True)
+        scale_md = markdown_table(scale)
         lines += ["## Scaling against L", "", scale_md, "", f"- {SCALING_NOTE}", ""]
 
     lra = lra_reference_table(frame)
     if lra is not None:
-        lra_md = lra[0].reset_index().to_markdown(index=False, disable_numparse=True)
+        lra_md = markdown_table(lra[0])
         lines += ["## LRA: measured beside published results (not re-run)", "", lra_md, ""]
         lines += [f"- {note}" for note in lra[1]] + [""]
 
