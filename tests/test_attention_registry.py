@@ -103,5 +103,41 @@ def test_builds_and_runs_at_model_sized_shapes_on_cpu(name, shape):
         y = module(x)
     elapsed = time.perf_counter() - start
     assert y.shape == x.shape and torch.isfinite(y).all()
-    assert module.num_params() > 0
+    assert sum(p.numel() for p in module.parameters()) > 0
     assert elapsed < 20.0, f"{name} took {elapsed:.1f}s at {shape}"
+
+
+def _timm_layer(spec, **kwargs):
+    return timm_attn_layer(spec)(32, num_heads=2, **kwargs)
+
+
+def test_timm_arguments_are_honoured_through_the_attention_options():
+    assert _timm_layer("linear", qkv_bias=True).inner.qkv.bias is not None
+    assert _timm_layer("linear", qkv_bias=False).inner.qkv.bias is None
+    assert _timm_layer("based", qkv_bias=True).inner.q_proj.bias is not None
+    assert _timm_layer("softmax", proj_bias=False).inner.proj.bias is None
+    assert isinstance(_timm_layer("ea", qk_norm=False).inner.q_norm, torch.nn.Identity)
+    assert isinstance(_timm_layer("ea", qk_norm=True).inner.q_norm, torch.nn.RMSNorm)
+    dropped = _timm_layer("softmax", proj_drop=0.5)
+    assert isinstance(dropped.proj_drop, torch.nn.Dropout) and dropped.proj_drop.p == 0.5
+
+
+def test_timm_arguments_an_attention_cannot_honour_are_refused_by_name():
+    with pytest.raises(ValueError, match="attn_drop"):
+        _timm_layer("ea", attn_drop=0.1)
+    with pytest.raises(ValueError, match="scale_norm"):
+        _timm_layer("softmax", scale_norm=True)
+    with pytest.raises(ValueError, match="qk_norm=True is not supported by 'softmax'"):
+        _timm_layer("softmax", qk_norm=True)
+    with pytest.raises(ValueError, match="spec sets qkv_bias=False"):
+        _timm_layer("ea:qkv_bias=false", qkv_bias=True)
+    with pytest.raises(ValueError, match="unsupported timm argument.*gated"):
+        _timm_layer("ea", gated=True)
+
+
+def test_timm_args_say_what_the_spec_builds_by_itself():
+    assert timm_attn_layer("ea").timm_args == {"qkv_bias": True, "qk_norm": True, "proj_bias": True}
+    assert timm_attn_layer("linear").timm_args == {"qkv_bias": False, "qk_norm": False, "proj_bias": True}
+    assert timm_attn_layer("ea:qk_norm=false").timm_args["qk_norm"] is False
+    layer = _timm_layer("ea:order=2", qk_norm=True)
+    assert layer.inner.spec == "ea:order=2"  # records name the spec the task asked for

@@ -74,11 +74,11 @@ def test_reference_forward_rows_match_full_forward():
 def test_qk_norm_keeps_taylor_inputs_near_unit_scale():
     module = build_attention("ea", 64, 4)
     x = torch.randn(2, 50, 64) * 30.0  # badly scaled input
-    q, k, _ = module._project(x)
+    q, k, _ = module.project_qkv(x)
     assert q.pow(2).mean(-1).sqrt().sub(1).abs().max() < 1e-3
     assert k.pow(2).mean(-1).sqrt().sub(1).abs().max() < 1e-3
     raw = build_attention("ea:qk_norm=false", 64, 4)
-    q_raw, _, _ = raw._project(x)
+    q_raw, _, _ = raw.project_qkv(x)
     assert q_raw.abs().max() > 5  # without the norm the Taylor argument leaves its good range
 
 

@@ -302,3 +302,12 @@ def test_image_arrays_subset_is_fixed_and_checked():
     assert torch.equal(arrays.subset(4).labels, arrays.subset(4).labels) and len(arrays.subset(20)) == 10
     with pytest.raises(ValueError, match="uint8"):
         ImageArrays(torch.zeros(2, 1, 4, 4), torch.arange(2))
+
+
+def test_the_suites_vit_builds_each_attention_as_its_own_spec_does():
+    ea = create_vit("ea", num_classes=3, in_chans=1, image_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2)
+    linear = create_vit("linear", num_classes=3, in_chans=1, image_size=8, patch_size=4, embed_dim=16, depth=1,
+                        num_heads=2)
+    assert ea.blocks[0].attn.inner.qkv.bias is not None
+    assert isinstance(ea.blocks[0].attn.inner.q_norm, torch.nn.RMSNorm)
+    assert linear.blocks[0].attn.inner.qkv.bias is None

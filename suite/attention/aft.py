@@ -80,20 +80,21 @@ class AFTSimple(AttentionModule):
     backends = ("torch",)
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 chunk_size: int = 32, qkv_bias: bool = True) -> None:
+                 chunk_size: int = 32, qkv_bias: bool = True, proj_bias: bool = True) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.chunk_size = chunk_size
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [..., dim] -> q, k, v [..., dim] (AFT works per channel: no head split)."""
         q, k, v = self.qkv(x).unflatten(-1, (3, self.dim)).movedim(-2, 0)
         return q, k, v
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         self.backend_used = "torch"
         if self.causal:
             avg, _ = aft_causal_average(k, v, key_padding_mask, chunk_size=self.chunk_size)
@@ -112,7 +113,7 @@ class AFTSimple(AttentionModule):
     def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x_t [B, dim] -> (y_t [B, dim], state with this token folded in under the new running max)."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x_t)
+        q, k, v = self.project_qkv(x_t)
         dt = state["num"].dtype
         k, v = k.to(dt), v.to(dt)
         m = torch.maximum(state["m"], k)
@@ -126,7 +127,7 @@ class AFTSimple(AttentionModule):
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Parallel causal forward over a prompt x [B, L, dim] that also returns the state after it."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         self.backend_used = "torch"
         avg, state = aft_causal_average(k, v, chunk_size=self.chunk_size)
         return self.proj(torch.sigmoid(q) * avg.to(x.dtype)), state

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import importlib.util
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -24,6 +25,29 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den where den > 0, and 0 where den == 0 (a query with no usable key); gradient-safe."""
     positive = den > 0
     return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def fla_unavailable_reason(x: torch.Tensor) -> str | None:
+    """Why flash-linear-attention's kernels cannot run on ``x`` (None when they can)."""
+    if x.device.type != "cuda":
+        return f"the tensors are on {x.device.type}, and fla's Triton kernels need CUDA"
+    if importlib.util.find_spec("fla") is None:
+        return "flash-linear-attention is not installed (pip install -e '.[gpu]')"
+    return None
+
+
+def wants_fast_path(module: "AttentionModule", x: torch.Tensor, reason_not: str | None,
+                    fast: str = "fla") -> bool:
+    """Whether to run the fast backend ``fast``: yes for backend=fast (raising a clear ValueError when it cannot
+    run, with ``reason_not`` or the availability reason), yes for auto when it can run, no for torch."""
+    if module.backend == "torch":
+        return False
+    reason = reason_not or (fla_unavailable_reason(x) if fast == "fla" else None)
+    if reason is None:
+        return True
+    if module.backend == fast:
+        raise ValueError(f"{module.registry_name}: backend={fast!r} was requested but {reason}")
+    return False
 
 
 class AttentionModule(nn.Module):
@@ -44,6 +68,15 @@ class AttentionModule(nn.Module):
         self.backend_used = "none"
 
     # -- helpers -------------------------------------------------------------------------------------
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [..., dim] -> q, k, v [..., H, D] through ``self.qkv`` (one Linear dim -> 3*dim).
+
+        Every attention names its input projection ``project_qkv``; subclasses normalise, scale or feature-map
+        q and k on top of this (their docstrings say how), or project differently (Based, AFT).
+        """
+        q, k, v = self.split_heads(self.qkv(x).unflatten(-1, (3, self.dim)).movedim(-2, 0))
+        return q, k, v
+
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, H*D] -> [B, L, H, D] (also [B, H*D] -> [B, H, D])."""
         return x.unflatten(-1, (self.num_heads, self.head_dim))
@@ -101,9 +134,6 @@ class AttentionModule(nn.Module):
         if isinstance(state, (tuple, list)):
             return sum(AttentionModule.state_bytes(v) for v in state)
         return 0
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, causal={self.causal}, backend={self.backend}"

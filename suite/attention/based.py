@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.attention.base import AttentionModule, compute_dtype, safe_divide
-from suite.attention.linear import normalised_feature_attention, wants_fast_path
+from suite.attention.base import AttentionModule, compute_dtype, safe_divide, wants_fast_path
 from suite.attention.registry import register_attention
+from suite.attention.scan import normalised_feature_attention
 
 
 def taylor_features(x: torch.Tensor) -> torch.Tensor:
@@ -39,17 +39,17 @@ class BasedAttention(AttentionModule):
     backends = ("torch", "fla")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 feature_dim: int = 16, chunk_size: int = 64) -> None:
+                 feature_dim: int = 16, chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if feature_dim < 1 or chunk_size < 1:
             raise ValueError(f"feature_dim and chunk_size must be >= 1, got {feature_dim}, {chunk_size}")
         self.feature_dim, self.chunk_size = feature_dim, chunk_size
-        self.q_proj = nn.Linear(dim, num_heads * feature_dim, bias=False)
-        self.k_proj = nn.Linear(dim, num_heads * feature_dim, bias=False)
-        self.v_proj = nn.Linear(dim, dim, bias=False)
-        self.o_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, num_heads * feature_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, num_heads * feature_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [..., dim] -> q, k [..., H, feature_dim] and v [..., H, D] (raw, before the feature map)."""
         q = self.q_proj(x).unflatten(-1, (self.num_heads, self.feature_dim))
         k = self.k_proj(x).unflatten(-1, (self.num_heads, self.feature_dim))
@@ -87,7 +87,7 @@ class BasedAttention(AttentionModule):
         return out, state
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         out, _ = self.attend(q, k, v, key_padding_mask)
         return self.o_proj(self.merge_heads(out))
 
@@ -103,7 +103,7 @@ class BasedAttention(AttentionModule):
     def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x_t [B, dim] -> (y_t [B, dim], state with φ(k_t) v_tᵀ and φ(k_t) added)."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x_t)
+        q, k, v = self.project_qkv(x_t)
         dt = state["S"].dtype
         qf, kf = taylor_features(q.to(dt)), taylor_features(k.to(dt))
         S = state["S"] + torch.einsum("bhf,bhv->bhfv", kf, v.to(dt))
@@ -116,6 +116,6 @@ class BasedAttention(AttentionModule):
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Parallel causal forward over a prompt x [B, L, dim] that also returns the state after it."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         out, state = self.attend(q, k, v, want_state=True)
         return self.o_proj(self.merge_heads(out)), state

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from suite.attention.base import AttentionModule, compute_dtype
-from suite.attention.linear import wants_fast_path
+from suite.attention.base import AttentionModule, compute_dtype, wants_fast_path
 from suite.attention.registry import register_attention
 
 
@@ -238,17 +237,17 @@ class MambaBlock(AttentionModule):
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int = 0,
-                 chunk_size: int = 32) -> None:
+                 chunk_size: int = 32, qkv_bias: bool = False, proj_bias: bool = False) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if min(d_state, d_conv, expand, chunk_size) < 1 or dt_rank < 0:
             raise ValueError("d_state, d_conv, expand and chunk_size must be >= 1 and dt_rank >= 0 (0 = ceil(dim/16))")
         self.d_inner = expand * dim
         self.dt_rank = dt_rank or math.ceil(dim / 16)
         self.chunk_size = chunk_size
-        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
+        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=qkv_bias)  # plays q/k/v's part (timm's qkv_bias)
         self.forward_branch = SSMBranch(self.d_inner, d_state, d_conv, self.dt_rank)
         self.backward_branch = None if causal else SSMBranch(self.d_inner, d_state, d_conv, self.dt_rank)
-        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=proj_bias)
 
     def _use_kernel(self, x: torch.Tensor) -> bool:
         reason = None

@@ -49,13 +49,12 @@ def register_attention(name: str, description: str = "") -> Callable[[type], typ
 
 
 def available() -> list[str]:
-    """Names of every registered attention, sorted."""
-    _load_builtin_modules()
+    """Names of every registered attention, sorted (``suite.attention`` imports every built-in one)."""
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> AttentionEntry:
-    _load_builtin_modules()
+    """The registry entry of ``name``; ValueError listing the valid names (and the closest one)."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -114,36 +113,68 @@ def build_attention(spec: str, dim: int, num_heads: int, causal: bool = False) -
     return module
 
 
+#: timm's Attention arguments that a registry option of the same name carries, and their value when an
+#: attention has no such option (it builds no q/k/v bias and no q/k norm)
+_TIMM_OPTIONS = {"qkv_bias": False, "qk_norm": False, "proj_bias": True}
+
+
 def timm_attn_layer(spec: str) -> type:
     """A class (not a partial) that ``timm.models.vision_transformer.VisionTransformer(attn_layer=...)`` accepts.
 
-    timm calls ``attn_layer(dim, num_heads=..., qkv_bias=..., qk_norm=..., ..., device=..., dtype=...)`` and
-    then ``attn(x, attn_mask=None, is_causal=False)``; the wrapper builds the non-causal registry module.
-    """
-    parse_spec(spec)  # fail early on a bad spec
+    timm builds ``attn_layer(dim, num_heads=..., qkv_bias=..., qk_norm=..., scale_norm=..., proj_bias=...,
+    attn_drop=..., proj_drop=..., norm_layer=..., depth=..., device=..., dtype=...)`` and calls
+    ``attn(x, attn_mask=None, is_causal=False)``; the class builds the non-causal registry module. Each timm
+    argument is honoured or refused with a ValueError that names it:
 
-    def __init__(self, dim: int, num_heads: int = 8, device=None, dtype=None, **_timm_kwargs: Any) -> None:
+    - ``qkv_bias``, ``qk_norm``, ``proj_bias``: set the attention's option of that name (every attention has
+      ``qkv_bias`` and ``proj_bias``; ``qk_norm`` only ``ea`` and ``ea_exact``, whose q/k RMS norm it switches:
+      timm's default ``qk_norm=False`` turns it off, so pass ``qk_norm=True`` to keep it, as the suite's ViT
+      does). A value the spec sets explicitly must agree, and ``qk_norm=True`` for an attention without a q/k
+      norm is refused. ``timm_args`` on the class holds the values the spec builds by itself.
+    - ``proj_drop``: dropout on the layer's output. ``attn_drop`` > 0 and ``scale_norm=True`` are refused
+      (no attention here has attention-weight dropout or a norm before its output projection).
+    - ``norm_layer``: timm uses it only for qk_norm and scale_norm; the attentions normalise q/k with their own
+      RMSNorm, so it is accepted and unused. ``depth``, ``device``, ``dtype``: accepted (device/dtype applied).
+    """
+    name, explicit = parse_spec(spec)
+    options = get_entry(name).options
+    built = {key: explicit.get(key, options.get(key, absent)) for key, absent in _TIMM_OPTIONS.items()}
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = built["qkv_bias"],
+                 qk_norm: bool = built["qk_norm"], scale_norm: bool = False, proj_bias: bool = built["proj_bias"],
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, norm_layer: Any = None, depth: int = 0,
+                 device=None, dtype=None, **unknown: Any) -> None:
         nn.Module.__init__(self)
-        self.inner = build_attention(spec, dim, num_heads, causal=False)
+        if unknown:
+            raise ValueError(f"timm_attn_layer({spec!r}): unsupported timm argument(s) {', '.join(sorted(unknown))}")
+        if scale_norm:
+            raise ValueError(f"timm_attn_layer({spec!r}): scale_norm=True is not supported (refused, not ignored)")
+        if attn_drop:
+            raise ValueError(f"timm_attn_layer({spec!r}): attn_drop={attn_drop} is not supported: the suite's "
+                             "attentions have no attention-weight dropout (use proj_drop)")
+        requested = {"qkv_bias": bool(qkv_bias), "qk_norm": bool(qk_norm), "proj_bias": bool(proj_bias)}
+        spec_options = dict(explicit)
+        for key, value in requested.items():
+            if key in explicit and explicit[key] != value:
+                raise ValueError(f"timm_attn_layer({spec!r}): timm asks for {key}={value} but the spec sets "
+                                 f"{key}={explicit[key]}")
+            if key in options:
+                spec_options[key] = value
+            elif value != _TIMM_OPTIONS[key]:
+                raise ValueError(f"timm_attn_layer({spec!r}): {key}={value} is not supported by {name!r} "
+                                 f"(it has no {key} option)")
+        full = name + ("" if not spec_options else ":" + ",".join(f"{k}={v}" for k, v in spec_options.items()))
+        self.inner = build_attention(full, dim, num_heads, causal=False)
+        self.inner.spec = canonical_spec(spec)  # records name the attention as the task asked for it
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
         if device is not None or dtype is not None:
             self.inner.to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise ValueError("timm_attn_layer modules are non-causal and take no attn_mask")
-        return self.inner(x)
+        return self.proj_drop(self.inner(x))
 
     safe = "".join(c if c.isalnum() else "_" for c in spec)
-    return type(f"TimmAttn_{safe}", (nn.Module,), {"__init__": __init__, "forward": forward, "spec": spec})
-
-
-_LOADED = False
-
-
-def _load_builtin_modules() -> None:
-    """Import the modules that register the built-in attentions (once, lazily, to avoid import cycles)."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from suite.attention import _builtin  # noqa: F401
+    return type(f"TimmAttn_{safe}", (nn.Module,), {"__init__": __init__, "forward": forward, "spec": spec,
+                                                   "timm_args": dict(built)})

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.attention.base import AttentionModule, compute_dtype
-from suite.attention.linear import causal_linear_scan, wants_fast_path
+from suite.attention.base import AttentionModule, compute_dtype, wants_fast_path
 from suite.attention.registry import register_attention
+from suite.attention.scan import causal_linear_scan
 
 
 def retention_log_decays(num_heads: int) -> torch.Tensor:
@@ -39,20 +39,20 @@ class Retention(AttentionModule):
     backends = ("torch", "fla")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 chunk_size: int = 64) -> None:
+                 chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.chunk_size = chunk_size
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.gate = nn.Linear(dim, dim, bias=False)
         self.group_norm = nn.GroupNorm(num_heads, dim)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.register_buffer("log_decay", retention_log_decays(num_heads), persistent=False)
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [..., dim] -> q (scaled by 1/√D), k, v [..., H, D]."""
-        q, k, v = self.split_heads(self.qkv(x).unflatten(-1, (3, self.dim)).movedim(-2, 0))
+        q, k, v = super().project_qkv(x)
         return q * self.head_dim ** -0.5, k, v
 
     def _output(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ class Retention(AttentionModule):
         return forward.to(dt) + backward.flip(1).to(dt) - diagonal, None
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         o, _ = self.attend(q, k, v, key_padding_mask)
         return self._output(x, o)
 
@@ -119,7 +119,7 @@ class Retention(AttentionModule):
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t [B, dim] -> (y_t [B, dim], γ S + k_t v_tᵀ)."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x_t)
+        q, k, v = self.project_qkv(x_t)
         dt = state.dtype
         gamma = torch.exp(self.log_decay.to(dt))[None, :, None, None]
         state = gamma * state + torch.einsum("bhf,bhv->bhfv", k.to(dt), v.to(dt))
@@ -130,6 +130,6 @@ class Retention(AttentionModule):
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parallel causal forward over a prompt x [B, L, dim] that also returns S after it."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         o, state = self.attend(q, k, v, want_state=True)
         return self._output(x, o), state

@@ -70,14 +70,10 @@ class SoftmaxAttention(AttentionModule):
     backends = ("torch", "auto-sdpa", "flash", "efficient", "cudnn", "math")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 qkv_bias: bool = True) -> None:
+                 qkv_bias: bool = True, proj_bias: bool = True) -> None:
         super().__init__(dim, num_heads, causal, backend)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v = self.split_heads(self.qkv(x).unflatten(-1, (3, self.dim)).movedim(-2, 0))
-        return q, k, v
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,13 +103,13 @@ class SoftmaxAttention(AttentionModule):
         return out
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         return self.proj(self.merge_heads(self.attend(q, k, v, key_padding_mask)))
 
     def reference_forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                           rows: torch.Tensor | None = None) -> torch.Tensor:
         """fp64 softmax attention on the same projections, only for query positions ``rows``."""
-        q, k, v = (t.double() for t in self._qkv(x))
+        q, k, v = (t.double() for t in self.project_qkv(x))
         rows = torch.arange(x.shape[1], device=x.device) if rows is None else rows.to(x.device)
         out = softmax_reference(q[:, rows], k, v, self.causal, key_padding_mask, q_positions=rows)
         return self.proj(self.merge_heads(out.to(x.dtype)))
@@ -129,7 +125,7 @@ class SoftmaxAttention(AttentionModule):
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """x_t [B, dim] -> y_t [B, dim]; appends this token's key and value to the cache."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x_t[:, None])
+        q, k, v = self.project_qkv(x_t[:, None])
         k_all = torch.cat([state["k"], k.to(state["k"].dtype)], dim=1)
         v_all = torch.cat([state["v"], v.to(state["v"].dtype)], dim=1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k_all.transpose(1, 2).to(q.dtype),
@@ -141,5 +137,5 @@ class SoftmaxAttention(AttentionModule):
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         """Parallel forward over a prompt x [B, L, dim] that also returns the filled KV cache."""
         self.check_step_allowed()
-        q, k, v = self._qkv(x)
+        q, k, v = self.project_qkv(x)
         return self.proj(self.merge_heads(self.attend(q, k, v))), {"k": k, "v": v}

@@ -82,7 +82,8 @@ def create_vit(attention: str, *, num_classes: int, in_chans: int, image_size: i
     """A timm VisionTransformer with ``attention`` (a registry spec) in every block.
 
     Input: images [B, in_chans, image_size, image_size] (float, normalised). Output: logits [B, num_classes].
-    Learned position embeddings, qkv bias, pre-norm blocks (timm's defaults, as DeiT). The class token is
+    Learned position embeddings, pre-norm blocks (timm's defaults, as DeiT); q/k/v bias and q/k norm as the
+    attention's spec builds them (``ea``: both; ``linear``: no bias). The class token is
     always there (it is one of the L tokens); ``pool`` ``token`` classifies from it (DeiT), ``avg`` from the
     mean of the patch tokens.
     """
@@ -95,8 +96,9 @@ def create_vit(attention: str, *, num_classes: int, in_chans: int, image_size: i
         raise ValueError(f"unknown pool {pool!r}; valid: token, avg")
     if embed_dim % num_heads:
         raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+    layer = timm_attn_layer(attention)  # q/k/v bias and q/k norm as the attention's own spec builds them
     return VisionTransformer(img_size=image_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                              embed_dim=int(embed_dim), depth=int(depth), num_heads=int(num_heads),
-                             mlp_ratio=float(mlp_ratio), qkv_bias=True, global_pool=pool, class_token=True,
-                             drop_rate=float(drop_rate), drop_path_rate=float(drop_path_rate),
-                             attn_layer=timm_attn_layer(attention))
+                             mlp_ratio=float(mlp_ratio), qkv_bias=layer.timm_args["qkv_bias"],
+                             qk_norm=layer.timm_args["qk_norm"], global_pool=pool, class_token=True,
+                             drop_rate=float(drop_rate), drop_path_rate=float(drop_path_rate), attn_layer=layer)

@@ -136,18 +136,18 @@ class EAAttention(AttentionModule):
     backends = ("naive", "torch", "triton")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, order: int = 6, backend: str = "auto",
-                 qk_norm: bool = True, qkv_bias: bool = True) -> None:
+                 qk_norm: bool = True, qkv_bias: bool = True, proj_bias: bool = True) -> None:
         super().__init__(dim, num_heads, causal, backend)
         _check_order(order)
         self.order = order
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.q_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, L, dim] -> q, k, v [B, L, H, D] (q and k normalised)."""
-        q, k, v = self.split_heads(self.qkv(x).unflatten(-1, (3, self.dim)).movedim(-2, 0))
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, dim] -> q, k, v [B, L, H, D] (q and k RMS-normalised per head, with learned gains)."""
+        q, k, v = super().project_qkv(x)
         return self.q_norm(q), self.k_norm(k), v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -157,13 +157,13 @@ class EAAttention(AttentionModule):
         return ea_attention(q, k, v, self.order, self.causal, key_padding_mask, backend=self.backend_used)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        q, k, v = self._project(x)
+        q, k, v = self.project_qkv(x)
         return self.proj(self.merge_heads(self.attend(q, k, v, key_padding_mask)))
 
     def reference_forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                           rows: torch.Tensor | None = None) -> torch.Tensor:
         """The naive O(L²) formula in fp64 on the same projections, for query positions ``rows``."""
-        q, k, v = (t.double() for t in self._project(x))
+        q, k, v = (t.double() for t in self.project_qkv(x))
         B, L, H, D = q.shape
         rows = torch.arange(L, device=x.device) if rows is None else rows.to(x.device)
         per_chunk = max(1, (1 << 24) // max(1, B * L * H * D))
@@ -179,7 +179,7 @@ class EAAttention(AttentionModule):
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t [B, dim] -> (y_t [B, dim], state)."""
         self.check_step_allowed()
-        q, k, v = (t[:, 0] for t in self._project(x_t[:, None]))
+        q, k, v = (t[:, 0] for t in self.project_qkv(x_t[:, None]))
         o, state = ea_step(q, k, v, state, self.order)
         self.backend_used = "torch-step"
         return self.proj(self.merge_heads(o)), state
@@ -187,7 +187,7 @@ class EAAttention(AttentionModule):
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parallel causal forward over x [B, L, dim] that also returns the state after the last token."""
         self.check_step_allowed()
-        q, k, v = self._project(x)
+        q, k, v = self.project_qkv(x)
         self.backend_used = resolve_backend(self.backend, q.device)
         o, state = ea_attention(q, k, v, self.order, True, output_final_state=True, backend=self.backend_used)
         return self.proj(self.merge_heads(o)), state

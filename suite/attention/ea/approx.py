@@ -11,13 +11,8 @@ import argparse
 import pandas as pd
 import torch
 
+from suite.attention.ea.exact import ea_exact_direct
 from suite.attention.ea.reference import ea_naive
-
-
-def exact_elementwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """o_i = Σ_j exp(-(q_i-k_j)²/2) v_j / Σ_j exp(-(q_i-k_j)²/2), per channel; q, k, v [B, L, H, D]."""
-    w = torch.exp(-0.5 * (q[:, :, None] - k[:, None]) ** 2)
-    return (w * v[:, None]).sum(2) / w.sum(2)
 
 
 def approximation_table(scales=(0.5, 1.0, 1.5, 2.0, 3.0), orders=(0, 2, 4, 6, 8), length: int = 128,
@@ -28,7 +23,7 @@ def approximation_table(scales=(0.5, 1.0, 1.5, 2.0, 3.0), orders=(0, 2, 4, 6, 8)
     for scale in scales:
         q, k, v = (torch.randn(2, length, 2, 16, generator=gen, dtype=torch.float64) for _ in range(3))
         q, k = q * scale, k * scale
-        exact = exact_elementwise_attention(q, k, v)
+        exact = ea_exact_direct(q, k, v)
         row = {"q, k scale (RMS)": scale}
         for order in orders:
             out = ea_naive(q, k, v, order, causal=False)

@@ -69,7 +69,8 @@ def ea_exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal
 
 def ea_exact_direct(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
                     key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The plain [B, L, L, H, D] formula in q's dtype (use fp64), for checking the tiled path on small L."""
+    """The plain [B, L, L, H, D] formula in q's dtype (use fp64): the reference the tiled path is checked against,
+    and the exact weights the Taylor approximation is measured against (``suite.attention.ea.approx``)."""
     w = torch.exp(-0.5 * (q[:, :, None] - k[:, None]) ** 2)
     L = q.shape[1]
     allowed = torch.ones(q.shape[0], L, k.shape[1], dtype=torch.bool, device=q.device)
@@ -88,8 +89,10 @@ class EAExactAttention(EAAttention):
     backends = ("torch",)
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 qk_norm: bool = True, qkv_bias: bool = True, q_tile: int = 64, k_tile: int = 64) -> None:
-        super().__init__(dim, num_heads, causal=causal, order=0, backend=backend, qk_norm=qk_norm, qkv_bias=qkv_bias)
+                 qk_norm: bool = True, qkv_bias: bool = True, proj_bias: bool = True, q_tile: int = 64,
+                 k_tile: int = 64) -> None:
+        super().__init__(dim, num_heads, causal=causal, order=0, backend=backend, qk_norm=qk_norm, qkv_bias=qkv_bias,
+                         proj_bias=proj_bias)
         if q_tile < 1 or k_tile < 1:
             raise ValueError(f"q_tile and k_tile must be >= 1, got {q_tile}, {k_tile}")
         self.q_tile, self.k_tile = q_tile, k_tile
@@ -104,7 +107,7 @@ class EAExactAttention(EAAttention):
     def reference_forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                           rows: torch.Tensor | None = None) -> torch.Tensor:
         """The tiled formula in fp64 on the same projections, for query positions ``rows`` (all when None)."""
-        q, k, v = (t.double() for t in self._project(x))
+        q, k, v = (t.double() for t in self.project_qkv(x))
         if rows is not None:
             rows = rows.to(x.device)
             outs = [ea_exact_attention(q[:, int(r):int(r) + 1], k, v, self.causal, key_padding_mask, q_offset=int(r),
@@ -125,7 +128,7 @@ class EAExactAttention(EAAttention):
     def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x_t [B, dim] -> (y_t [B, dim], cache with this token's key and value appended)."""
         self.check_step_allowed()
-        q, k, v = self._project(x_t[:, None])
+        q, k, v = self.project_qkv(x_t[:, None])
         k_all = torch.cat([state["k"], k.to(state["k"].dtype)], dim=1)
         v_all = torch.cat([state["v"], v.to(state["v"].dtype)], dim=1)
         o = ea_exact_attention(q, k_all, v_all, causal=False, k_tile=self.k_tile)
@@ -135,7 +138,7 @@ class EAExactAttention(EAAttention):
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Parallel causal forward over a prompt x [B, L, dim] that also returns the filled cache."""
         self.check_step_allowed()
-        q, k, v = self._project(x)
+        q, k, v = self.project_qkv(x)
         return self.proj(self.merge_heads(self.attend(q, k, v))), {"k": k, "v": v}
 
     def extra_repr(self) -> str:
