@@ -1,7 +1,7 @@
 """The kernels builder: merges the modes' metrics and never keeps the timing of a kernel that failed its check."""
 import pytest
 
-import suite.harness.bench as bench
+import suite.harness.measure as measure
 from suite.harness.builders import BuildContext, get_builder
 from suite.harness.kernels_builder import KernelCheckError
 
@@ -16,7 +16,7 @@ def context(**hparams):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """A stand-in for bench.measure_attention that records its calls and returns per-mode numbers."""
+    """A stand-in for measure.measure_attention that records its calls and returns per-mode numbers."""
     class Calls(list):
         results: dict
 
@@ -32,7 +32,7 @@ def calls(monkeypatch):
         seen.append((spec, seq_len, mode, kwargs))
         return dict(results[mode])
 
-    monkeypatch.setattr(bench, "measure_attention", fake)
+    monkeypatch.setattr(measure, "measure_attention", fake)
     seen.results = results
     return seen
 

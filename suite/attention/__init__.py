@@ -13,6 +13,7 @@ from suite.attention.registry import (
     parse_spec,
     register_attention,
     timm_attn_layer,
+    validate_spec,
 )
 
 from suite.attention import aft, based, linear, mamba, retention, softmax  # noqa: E402,F401  (registration)
@@ -27,4 +28,5 @@ __all__ = [
     "parse_spec",
     "register_attention",
     "timm_attn_layer",
+    "validate_spec",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -91,8 +92,41 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if key not in entry.options:
             valid = ", ".join(sorted(entry.options)) or "none"
             raise ValueError(f"attention {entry.name!r} has no option {key!r}; valid options: {valid}")
-        options[key] = _parse_value(value.strip())
+        if key in options:
+            raise ValueError(f"attention spec {spec!r}: option {key!r} is given twice")
+        options[key] = _check_type(entry, key, _parse_value(value.strip()))
     return entry.name, options
+
+
+def _check_type(entry: AttentionEntry, key: str, value: Any) -> Any:
+    """``value`` if it has the type of the option's default (an int is accepted for a float); else ValueError."""
+    default = entry.options[key]
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        expected = "a finite number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a word"
+    else:
+        ok, expected = True, ""
+    if not ok:
+        raise ValueError(f"attention {entry.name!r}: option {key}={value!r} must be {expected}")
+    return float(value) if isinstance(default, float) else value
+
+
+def validate_spec(spec: str) -> str:
+    """The canonical spec after checking it completely, as the first job would: names, option types, and every
+    check of the attention's constructor (even ``order``, a known ``backend``, positive sizes ...), by building
+    one small instance. ValueError naming the problem; used before any job runs."""
+    name, options = parse_spec(spec)
+    try:
+        _REGISTRY[name].cls(16, 2, causal=False, **options)
+    except ValueError as err:
+        raise ValueError(f"attention spec {spec!r}: {err}") from None
+    return canonical_spec(spec)
 
 
 def canonical_spec(spec: str) -> str:

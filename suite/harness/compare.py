@@ -193,6 +193,24 @@ def footnotes(stats: pd.DataFrame, two_runs: bool = False) -> list[str]:
     return notes
 
 
+def crossover_cell(lengths: list[int], values: list[float | None],
+                   reference: list[float | None]) -> tuple[float | None, str]:
+    """(crossover length, its text) of ``values`` against ``reference`` over ``lengths`` (time or memory):
+    ``"<= L"`` when already no worse at the shortest usable L, ``"> L"`` when not within the measured lengths,
+    else the interpolated length; ``"-"`` when no length has both numbers. ``compare``, ``report`` and ``bench``
+    all word crossovers this way."""
+    usable = [n for n, v, r in zip(lengths, values, reference)
+              if v is not None and r is not None and not math.isnan(v) and not math.isnan(r)]
+    if not usable:
+        return None, "-"
+    crossover = crossover_length(lengths, values, reference)
+    if crossover is None:
+        return None, f"> {max(usable)}"
+    if crossover <= min(usable):
+        return crossover, f"<= {min(usable)}"
+    return crossover, f"{crossover:.0f}"
+
+
 def scaling_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Per run, task, scaling metric and attention: log-log slope against L and crossover length vs softmax.
 
@@ -214,15 +232,7 @@ def scaling_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 lengths, times = list(sub["seq_len"]), list(sub["mean"])
                 crossover, text = None, "-"
                 if attention != "softmax" and len(softmax) >= 2:
-                    ref = [softmax.get(length) for length in lengths]
-                    crossover = crossover_length(lengths, times, ref)
-                    usable = [length for length, r in zip(lengths, ref) if r is not None and not math.isnan(r)]
-                    if crossover is None:
-                        text = f"> {max(usable)}" if usable else "-"
-                    elif usable and crossover <= min(usable):
-                        text = f"<= {min(usable)}"
-                    else:
-                        text = f"{crossover:.0f}"
+                    crossover, text = crossover_cell(lengths, times, [softmax.get(length) for length in lengths])
                 rows.append({"run": run, "task": task, "metric": metric, "attention": attention,
                              "lengths": ",".join(map(str, lengths)), "slope": loglog_slope(lengths, times),
                              "crossover": crossover, "crossover_text": text,
@@ -316,7 +326,8 @@ def markdown_table(table: pd.DataFrame) -> str:
     return table.reset_index().to_markdown(index=False, disable_numparse=True)
 
 
-def _rich_table(table: pd.DataFrame, title: str) -> Table:
+def rich_table(table: pd.DataFrame, title: str) -> Table:
+    """A pivot, scaling or bench table as a rich Table: its index as leading columns, cells as they are."""
     out = Table(title=title)
     flat = table.reset_index()
     for i, column in enumerate(flat.columns):
@@ -367,14 +378,14 @@ def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", co
             parts += ["", NO_LRA_TASKS]
         return "\n".join(parts) + "\n"
     console = console or make_console()
-    console.print(_rich_table(table, title))
+    console.print(rich_table(table, title))
     for note in notes:
         console.print(note, markup=False)
     if not scale.empty:
-        console.print(_rich_table(scale, "scaling against L"))
+        console.print(rich_table(scale, "scaling against L"))
         console.print(SCALING_NOTE, markup=False)
     if lra is not None:
-        console.print(_rich_table(lra[0], lra_title))
+        console.print(rich_table(lra[0], lra_title))
         for note in lra[1]:
             console.print(note, markup=False)
     elif reference == "lra":

@@ -3,7 +3,7 @@
 Hyperparameters (``tasks/kernels/*.yaml``): ``modes`` (a list of fwd | fwdbwd | decode), ``level``
 (``op``: the attention core on q, k, v; ``module``: the whole layer with its projections, which every
 attention has), ``causal``, ``batch``, ``num_heads``, ``head_dim``, ``dtype`` (float32 | bfloat16 |
-float16), ``repeats`` and ``max_check_error``. Each mode calls ``suite.harness.bench.measure_attention``,
+float16), ``repeats`` and ``max_check_error``. Each mode calls ``suite.harness.measure.measure_attention``,
 which checks the timed path against the attention's reference on the same shape before timing it. The
 job fails (status ``error``, no timing kept) when a mode returns no ``check_error`` or one above
 ``max_check_error``: a fast wrong kernel never produces a row.
@@ -17,23 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from suite.harness import measure as measuring
 from suite.harness.builders import BuildContext, Job, register_builder
+from suite.harness.measure import MODES, torch_dtype
 
-MODES = ("fwd", "fwdbwd", "decode")
 _WORST_OVER_MODES = ("peak_mem_bytes", "check_error")
 
 
 class KernelCheckError(RuntimeError):
     """The timed path disagrees with its reference (or was not checked)."""
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    dtype = getattr(torch, str(name), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}; valid: float32, bfloat16, float16")
-    return dtype
 
 
 @register_builder("kernels")
@@ -46,14 +38,12 @@ def build_kernel_job(ctx: BuildContext) -> Job:
     job = Job(data_info={"source": ctx.data["source"], "substitute": False})
 
     def measure() -> dict[str, Any]:
-        from suite.harness.bench import measure_attention
-
         merged: dict[str, Any] = {}
         backends: list[str] = []
         for mode in modes:
-            result = dict(measure_attention(ctx.attention, ctx.seq_len, mode, batch=int(hp["batch"]),
+            result = dict(measuring.measure_attention(ctx.attention, ctx.seq_len, mode, batch=int(hp["batch"]),
                                             num_heads=int(hp["num_heads"]), head_dim=int(hp["head_dim"]),
-                                            causal=bool(hp["causal"]), dtype=_torch_dtype(hp.get("dtype", "float32")),
+                                            causal=bool(hp["causal"]), dtype=torch_dtype(hp.get("dtype", "float32")),
                                             device=ctx.device, repeats=int(hp["repeats"]),
                                             level=str(hp.get("level", "op")), seed=ctx.seed))
             backend = result.pop("backend_used", None)

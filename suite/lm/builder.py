@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from suite.data import download_allowed
 from suite.data.text import encode_splits, load_text, random_windows, sequential_windows
 from suite.harness.builders import BuildContext, Job, register_builder
+from suite.harness.measure import torch_dtype
 from suite.lm import CHECKPOINT_ENV, lm_eval_tasks_from_env
 from suite.lm.evaluate import evaluate_batches, heldout_metrics
 from suite.lm.tokenizer import build_tokenizer
@@ -140,7 +141,7 @@ def build_lm_decode_job(ctx: BuildContext) -> Job:
             model = load_checkpoint(hp["checkpoint"], ctx.device)[0]
         else:
             model = DecoderLM(model_config(hp, ctx.attention, int(hp.get("vocab_size", 257)), ctx.seq_len))
-        dtype = getattr(torch, str(hp.get("dtype", "float32")))
+        dtype = torch_dtype(hp.get("dtype", "float32"))
         model = model.to(device=ctx.device, dtype=dtype)
         (row,) = decode_benchmark(model, [ctx.seq_len], int(hp.get("new_tokens", 32)), int(hp.get("batch", 1)),
                                   prefill_repeats=int(hp.get("prefill_repeats", 3)))

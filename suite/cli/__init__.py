@@ -10,74 +10,30 @@ import os
 import sys
 from pathlib import Path
 
+from suite.cli.options import PROFILES, Parser, comma_list, lengths, positive_int, seconds
 from suite.console import make_console
 from suite.data import DATA_ROOT_ENV as DATA_ENV
 from suite.data import DOWNLOAD_ENV, download_allowed
 from suite.errors import UsageError
 from suite.lm import CHECKPOINT_ENV, LM_EVAL_TASKS_ENV, lm_eval_tasks_from_env
-PROFILES = ("smoke", "cpu", "full")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
-        raise UsageError(f"{self.prog}: {message}")
-
-
-# -- option values ------------------------------------------------------------------------------------
-
-def _comma_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-    return items
-
-
-def _lengths(text: str) -> list[int]:
-    try:
-        values = [int(t) for t in _comma_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 256,512,1024, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"sequence lengths must be positive, got {text!r}")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _lm_eval_task_list(text: str) -> list[str]:
     """``a,b`` -> [a, b]; ``none`` -> [] (no lm-eval)."""
     if text.strip().lower() == "none":
         return []
-    return _comma_list(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
+    return comma_list(text)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attn", type=_comma_list, metavar="A,B",
+    p.add_argument("--attn", type=comma_list, metavar="A,B",
                    help="attention specs to run, e.g. ea,softmax,ea:order=2 (default: each task's own list)")
     p.add_argument("--profile", choices=PROFILES, default="smoke",
                    help="smoke: seconds per job on a CPU; cpu: minutes per job; full: the published settings, "
                         "for GPUs (default: smoke)")
-    p.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                    help="run seeds 0..N-1 of every job (default: 1)")
-    p.add_argument("--seq-len", type=_lengths, metavar="L[,L...]",
+    p.add_argument("--seq-len", type=lengths, metavar="L[,L...]",
                    help="sequence lengths, one job per length (default: the profile's lengths)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="run directory for records.jsonl and logs/ (default: results/runs/<timestamp>/)")
@@ -86,7 +42,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         f"{os.environ.get(DATA_ENV) or 'unset'}); without it, tasks use their embedded defaults")
     p.add_argument("--device", default="auto", metavar="DEV",
                    help="auto (cuda when a GPU is visible), cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--job-timeout", type=_positive_float, metavar="S",
+    p.add_argument("--job-timeout", type=seconds, metavar="S",
                    help="stop a job after S seconds and record it as timeout (default: no limit)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out: skip jobs already ok there, re-run the others")
@@ -291,11 +247,11 @@ def cmd_data_generate(args: argparse.Namespace) -> int:
 def _add_data_parser(sub) -> None:
     p = sub.add_parser("data", help="generate the synthetic LRA data sets (ListOps, Pathfinder)",
                        description="Generate the synthetic LRA data sets in the layout the real loaders read.")
-    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
     data_sub.required = True
     gen = data_sub.add_parser("generate", help="write a data set to --out",
                               description="Write a synthetic LRA data set to --out (put it under --data-root to use it).")
-    datasets = gen.add_subparsers(dest="dataset", metavar="DATASET", parser_class=_Parser)
+    datasets = gen.add_subparsers(dest="dataset", metavar="DATASET", parser_class=Parser)
     datasets.required = True
 
     listops = datasets.add_parser("lra-listops", help="ListOps TSVs ({basic}_{train,val,test}.tsv) as LRA generates them",
@@ -323,14 +279,14 @@ def _add_data_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="run_suite.py", description="Element-wise attention benchmark suite.",
+    parser = Parser(prog="run_suite.py", description="Element-wise attention benchmark suite.",
                      epilog="exit codes: 0 all jobs ok, 1 some job failed, 2 bad usage, 130 interrupted")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     p = sub.add_parser("list", help="list every task with family, L and data source",
                        description="List every task (tasks/<family>/<name>.yaml) with family, L, data source and metric.")
-    p.add_argument("--family", type=_comma_list, metavar="F,G", help="only these families (vit, lra, lm, kernels)")
+    p.add_argument("--family", type=comma_list, metavar="F,G", help="only these families (vit, lra, lm, kernels)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="run one task: every attention x seed x length, one child process per job",
@@ -347,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "goes on; Ctrl-C stops after recording what finished; --resume --out DIR continues.\n"
                                    "Exits 1 if a job failed (skipped jobs, i.e. missing data, do not count).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--families", type=_comma_list, metavar="F,G", help="only tasks of these families")
-    p.add_argument("--tasks", type=_comma_list, metavar="T,U", help="only these tasks")
+    p.add_argument("--families", type=comma_list, metavar="F,G", help="only tasks of these families")
+    p.add_argument("--tasks", type=comma_list, metavar="T,U", help="only these tasks")
     _add_run_options(p)
     p.set_defaults(func=cmd_suite)
 
@@ -379,12 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, metavar="DIR", help="a run directory (holding records.jsonl)")
     p.set_defaults(func=cmd_report)
 
-    from suite.harness import bench
+    from suite.cli import bench
 
-    p = sub.add_parser("bench", help="time attentions against sequence length (fwd, fwd+bwd, decode)",
+    p = sub.add_parser("bench", help="time attentions against sequence length (fwd, fwd+bwd, decode), checked first",
                        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_bench_arguments(p)
-    p.set_defaults(func=bench.run_bench)
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
 
     _add_data_parser(sub)
     return parser
