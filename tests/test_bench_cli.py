@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from suite.cli import main
-from suite.cli.bench import split_specs
+from suite.cli.options import split_specs
 
 TINY = ["bench", "--lengths", "16,32", "--heads", "1", "--head-dim", "8", "--repeats", "2", "--check-rows", "4"]
 

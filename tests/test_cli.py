@@ -144,22 +144,24 @@ def test_run_a_kernels_task_then_compare_and_report_it(tmp_path, capsys, monkeyp
     assert (out / "report.md").exists() and (out / "plots" / "kernels-op-vs-L.png").exists()
 
 
-# -- LM options: --lm-eval-tasks, --download, checkpoints ----------------------------------------------------
+# -- settings: --download, artifacts, --lm-eval-tasks, --set --------------------------------------------------
 
 ENV_PROBE = '''
 import os
 from suite.harness.builders import Job, register_builder
 
-@register_builder("test-env-probe")
+@register_builder("test-env-probe", [])
 def build_probe(ctx):
-    seen = {name: os.environ.get(name) for name in
-            ("EA_SUITE_DOWNLOAD", "EA_SUITE_LM_EVAL_TASKS", "EA_SUITE_CHECKPOINT_DIR")}
-    return Job(measure=lambda: {"probe": 1.0}, data_info={"source": "env-probe", "substitute": False, **seen})
+    seen = {name: value for name, value in os.environ.items() if name.startswith("EA_SUITE_")
+            and name not in ("EA_SUITE_PLUGINS", "EA_SUITE_TASKS")}
+    return Job(measure=lambda: {"probe": 1.0},
+               data_info={"source": "env-probe", "substitute": False, "env": seen, "download": ctx.download,
+                          "artifacts_dir": str(ctx.artifacts_dir), "data_root": str(ctx.data_root)})
 '''
 PROBE_TASK = """\
 name: env-probe
 family: test
-description: reports the environment its job process sees
+description: reports the settings its job receives
 builder: test-env-probe
 data: {source: env-probe}
 metric: {name: probe, direction: max}
@@ -176,28 +178,7 @@ def probe(workdir, monkeypatch):
     (workdir / "tasks" / "test" / "env-probe.yaml").write_text(PROBE_TASK)
     monkeypatch.syspath_prepend(str(workdir))
     monkeypatch.setenv("EA_SUITE_PLUGINS", "tiny_jobs,env_probe")
-    for name in ("EA_SUITE_DOWNLOAD", "EA_SUITE_LM_EVAL_TASKS", "EA_SUITE_CHECKPOINT_DIR"):
-        monkeypatch.delenv(name, raising=False)
     return workdir
-
-
-def test_cli_and_lm_builder_read_the_environment_the_same_way(monkeypatch):
-    from suite import cli
-    from suite.lm import builder
-
-    assert (cli.LM_EVAL_TASKS_ENV, cli.DOWNLOAD_ENV, cli.CHECKPOINT_ENV) == (
-        "EA_SUITE_LM_EVAL_TASKS", "EA_SUITE_DOWNLOAD", "EA_SUITE_CHECKPOINT_DIR")
-    monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", " suite_heldout_ppl, suite_heldout_cloze ,")
-    assert builder._lm_eval_tasks({"lm_eval_tasks": ["other"]}) == ["suite_heldout_ppl", "suite_heldout_cloze"]
-    for off in ("", "None"):
-        monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", off)
-        assert builder._lm_eval_tasks({"lm_eval_tasks": ["other"]}) == []
-    monkeypatch.delenv("EA_SUITE_LM_EVAL_TASKS")
-    assert builder._lm_eval_tasks({"lm_eval_tasks": ["other"]}) == ["other"]
-    monkeypatch.setenv("EA_SUITE_DOWNLOAD", "1")
-    assert cli.build_parser().parse_args(["run", "lm-kjv"]).download is True
-    monkeypatch.setenv("EA_SUITE_DOWNLOAD", "0")
-    assert cli.build_parser().parse_args(["run", "lm-kjv"]).download is False
 
 
 @pytest.mark.parametrize("command", ["run", "suite"])
@@ -207,25 +188,18 @@ def test_help_of_run_and_suite_documents_the_lm_options_and_the_checkpoint_folde
     out = " ".join(capsys.readouterr().out.split())
     assert "--lm-eval-tasks T,U" in out and "lambada_openai,hellaswag" in out and "'none' skips lm-eval" in out
     assert "--download" in out and "nothing is downloaded without it" in out
-    assert "OUT/checkpoints/" in out and "$EA_SUITE_CHECKPOINT_DIR" in out
+    assert "OUT/artifacts/<job>/checkpoint/" in out and "--set KEY=VALUE" in out
 
 
-def test_jobs_get_checkpoint_folder_in_out_and_no_download_without_the_flag(probe, monkeypatch):
-    monkeypatch.setenv("EA_SUITE_DOWNLOAD", "0")
-    assert main(["run", "env-probe", "--out", "plain"]) == 0
-    (record,) = read_records(probe / "plain")
-    assert record["data"]["EA_SUITE_DOWNLOAD"] is None and record["env"]["download"] is False
-    assert record["data"]["EA_SUITE_CHECKPOINT_DIR"] == str((probe / "plain" / "checkpoints").resolve())
-
-
-def test_download_flag_and_lm_eval_tasks_reach_the_job_process_consistently(probe, monkeypatch):
-    monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", "suite_heldout_ppl")  # the config carries it, not the env
-    monkeypatch.setenv("EA_SUITE_CHECKPOINT_DIR", str(probe / "elsewhere"))
-    assert main(["run", "env-probe", "--download", "--out", "dl"]) == 0
-    (record,) = read_records(probe / "dl")
-    assert record["data"]["EA_SUITE_DOWNLOAD"] == "1" and record["env"]["download"] is True
-    assert record["data"]["EA_SUITE_LM_EVAL_TASKS"] is None
-    assert record["data"]["EA_SUITE_CHECKPOINT_DIR"] == str(probe / "elsewhere")  # a set variable is kept
+@pytest.mark.parametrize("flags,download", [([], False), (["--download"], True)])
+def test_builders_get_their_settings_in_the_build_context_not_the_environment(probe, flags, download):
+    assert main(["run", "env-probe", "--out", "probe-run", *flags]) == 0
+    (record,) = read_records(probe / "probe-run")
+    assert record["data"]["download"] is download and record["env"]["download"] is download
+    assert record["data"]["env"] == {}  # the runner sets no EA_SUITE_* variable for the job
+    artifacts = Path(record["data"]["artifacts_dir"])
+    assert artifacts.parent == (probe / "probe-run" / "artifacts").resolve()
+    assert artifacts.name.startswith("env-probe_softmax_L8_s0_")
 
 
 def test_lm_eval_tasks_go_into_the_config_and_key_of_lm_jobs_only(workdir):
@@ -234,19 +208,19 @@ def test_lm_eval_tasks_go_into_the_config_and_key_of_lm_jobs_only(workdir):
 
     tasks = select_tasks(load_tasks(), ["lm-kjv", "kernels-op"])
     default = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"])}
-    chosen = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"], lm_eval_tasks=["lambada_openai"])}
+    chosen = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"], overrides={"lm_eval_tasks": ["suite_heldout_cloze"]})}
     assert default["lm-kjv"].config["hparams"]["lm_eval_tasks"] == ["suite_heldout_ppl"]  # the task file's
-    assert chosen["lm-kjv"].config["hparams"]["lm_eval_tasks"] == ["lambada_openai"]
+    assert chosen["lm-kjv"].config["hparams"]["lm_eval_tasks"] == ["suite_heldout_cloze"]
     assert chosen["lm-kjv"].key != default["lm-kjv"].key
     assert chosen["kernels-op"] == default["kernels-op"]
-    none = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"], lm_eval_tasks=[])}
+    none = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"], overrides={"lm_eval_tasks": []})}
     assert none["lm-kjv"].config["hparams"]["lm_eval_tasks"] == []
 
 
 def test_lm_eval_tasks_on_tasks_without_lm_eval_is_a_usage_error(workdir, capsys):
     assert main(["run", "kernels-op", "--lm-eval-tasks", "suite_heldout_ppl"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--lm-eval-tasks applies to the LM training tasks (builder lm)" in err
+    assert err.count("\n") == 1 and "--set lm_eval_tasks: unknown hyperparameter 'lm_eval_tasks'" in err
 
 
 def test_an_unknown_lm_eval_task_is_refused_before_any_training(workdir, capsys, monkeypatch):
@@ -264,8 +238,6 @@ def test_an_unknown_lm_eval_task_is_refused_before_any_training(workdir, capsys,
 
 
 def test_lm_eval_tasks_option_reaches_the_lm_builder_and_the_record(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("EA_SUITE_CHECKPOINT_DIR", raising=False)
-    monkeypatch.setenv("EA_SUITE_LM_EVAL_TASKS", "suite_heldout_ppl")  # overridden by the flag
     out = tmp_path / "lm"
     code = main(["run", "lm-kjv", "--attn", "softmax", "--lm-eval-tasks", "suite_heldout_cloze", "--out", str(out)])
     assert code == 0, capsys.readouterr().out
@@ -273,4 +245,5 @@ def test_lm_eval_tasks_option_reaches_the_lm_builder_and_the_record(tmp_path, ca
     assert record["status"] == "ok" and record["config"]["hparams"]["lm_eval_tasks"] == ["suite_heldout_cloze"]
     lm_eval_metrics = [name for name in record["metrics"] if name.startswith("lm_eval.")]
     assert lm_eval_metrics and all(name.startswith("lm_eval.suite_heldout_cloze.") for name in lm_eval_metrics)
-    assert (out / "checkpoints" / "lm-kjv_softmax_L32_s0" / "model.pt").exists()
+    (folder,) = (out / "artifacts").glob("lm-kjv_softmax_L32_s0_*")
+    assert (folder / "checkpoint" / "model.pt").exists()

@@ -3,9 +3,9 @@ import pytest
 
 import suite.harness.measure as measure
 from suite.harness.builders import BuildContext, get_builder
-from suite.harness.kernels_builder import KernelCheckError
+from suite.families.kernels import KernelCheckError
 
-HPARAMS = {"modes": ["fwd", "fwdbwd"], "level": "module", "causal": False, "batch": 1, "num_heads": 2,
+HPARAMS = {"modes": ["fwd", "fwdbwd"], "level": "module", "causal": False, "batch_size": 1, "heads": 2,
            "head_dim": 8, "dtype": "float32", "repeats": 1, "max_check_error": 1e-4}
 
 
@@ -64,5 +64,5 @@ def test_a_kernel_without_a_check_gets_no_timing(calls):
 
 
 def test_bad_modes_are_rejected():
-    with pytest.raises(ValueError, match="modes must be a non-empty list of fwd, fwdbwd, decode"):
+    with pytest.raises(ValueError, match=r"'modes': expected a list of fwd, fwdbwd, decode, got \['backward'\]"):
         get_builder("kernels")(context(modes=["backward"]))

@@ -12,11 +12,11 @@ from suite.data import DataMissingError
 from suite.data import text as text_mod
 from suite.data.text import (contiguous_split, embedded_kjv_text, encode_splits, load_text, random_windows,
                              sequential_windows)
-from suite.lm.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from suite.lm.decode_bench import decode_benchmark
-from suite.lm.evaluate import heldout_metrics
-from suite.lm.tokenizer import ByteTokenizer, build_tokenizer, tokenizer_from_dict
-from suite.models.lm import DecoderLM, LMConfig
+from suite.families.lm.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from suite.families.lm.decode_bench import decode_benchmark
+from suite.families.lm.evaluate import heldout_metrics
+from suite.data.tokenizer import ByteTokenizer, build_tokenizer, tokenizer_from_dict
+from suite.models.lm import DecoderLM, LMConfig, next_token_loss
 
 ATTENTIONS = available()
 
@@ -50,7 +50,7 @@ def test_training_loss_falls_on_real_text(attention, kjv_tokens):
     losses = []
     for _ in range(30):
         x, y = random_windows(kjv_tokens, 32, 8, gen)
-        loss = model.loss(x, y)
+        loss = next_token_loss(model, (x, y))
         opt.zero_grad()
         loss.backward()
         opt.step()

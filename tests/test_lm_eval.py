@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 from torch import nn
 
-from suite.lm.checkpoint import save_checkpoint
-from suite.lm.heldout_docs import cloze_docs, perplexity_docs
-from suite.lm.lm_eval_model import SuiteLM, _windows
-from suite.lm.lm_eval_run import LOCAL_TASKS, TASK_DIR, flatten_metrics, run_lm_eval
-from suite.lm.tokenizer import ByteTokenizer
+from suite.families.lm.checkpoint import save_checkpoint
+from suite.families.lm.heldout_docs import cloze_docs, perplexity_docs
+from suite.families.lm.lm_eval_model import SuiteLM, _windows
+from suite.families.lm.lm_eval_run import LOCAL_TASKS, TASK_DIR, flatten_metrics, run_lm_eval
+from suite.data.tokenizer import ByteTokenizer
 from suite.models.lm import DecoderLM, LMConfig
 
 LOG_Z = math.log(math.exp(10.0) + 256)  # log partition of the "next byte" model: one logit 10, 256 logits 0
@@ -112,7 +112,7 @@ def test_local_tasks_run_offline_from_a_checkpoint_with_hand_checkable_bits_per_
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import suite.lm.lm_eval_model  # noqa: F401  (registers suite-lm)
+    import suite.families.lm.lm_eval_model  # noqa: F401  (registers suite-lm)
     from suite.data.text import hf_offline
 
     folder = save_checkpoint(tmp_path / "ckpt", uniform_lm("ea:order=2"), ByteTokenizer(), {"seq_len": 64})
@@ -150,14 +150,14 @@ def test_run_lm_eval_reads_the_held_out_split_of_a_local_corpus(tmp_path):
 def test_lm_builder_trains_evaluates_runs_lm_eval_and_saves_a_checkpoint_the_decode_job_reloads(tmp_path):
     from suite.harness.builders import BuildContext
     from suite.harness.train import train_and_evaluate
-    from suite.lm.builder import build_lm_decode_job, build_lm_job
-    from suite.lm.checkpoint import load_checkpoint
+    from suite.families.lm.builder import build_lm_decode_job, build_lm_job
+    from suite.families.lm.checkpoint import load_checkpoint
 
     hp = {"steps": 3, "batch_size": 2, "dim": 32, "depth": 1, "heads": 2, "eval_tokens": 128,
-          "lm_eval_tasks": ["suite_heldout_ppl"], "lm_eval_limit": 1, "decode_lengths": [16],
-          "checkpoint_dir": str(tmp_path)}
+          "lm_eval_tasks": ["suite_heldout_ppl"], "lm_eval_limit": 1, "decode_lengths": [16]}
     ctx = BuildContext(task="lm-kjv", family="lm", attention="ea:order=2", seq_len=32, seed=0, device="cpu",
-                       hparams=hp, data={"source": "kjv", "tokenizer": "byte"}, profile="smoke")
+                       hparams=hp, data={"source": "kjv", "tokenizer": "byte"}, profile="smoke",
+                       artifacts_dir=tmp_path / "job")
     job = build_lm_job(ctx)
     job.validate("lm")
     assert job.data_info["source"] == "kjv" and job.data_info["substitute"] is True
@@ -165,7 +165,7 @@ def test_lm_builder_trains_evaluates_runs_lm_eval_and_saves_a_checkpoint_the_dec
     assert 5.0 < metrics["bpb"] < 9.0 and metrics["eval_tokens"] == 128
     assert metrics["lm_eval.suite_heldout_ppl.bits_per_byte"] > 0 and metrics["test_bpb"] > 0
     assert metrics["state_bytes_L16"] == 2 * 3 * 16 * 2 * 4  # one layer, [1, 2 heads, 2, order+1=3, 16] fp32
-    folder = tmp_path / "lm-kjv_ea-order-2_L32_s0"
+    folder = tmp_path / "job" / "checkpoint"
     model, _, meta = load_checkpoint(folder)
     assert meta["seq_len"] == 32 and model.cfg.attention == "ea:order=2"
 

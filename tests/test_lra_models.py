@@ -4,20 +4,20 @@ import torch
 
 from suite.harness.builders import BuildContext
 from suite.models.lra import LRAClassifier, LRAConfig, LRADualClassifier
-from suite.models.lra_builder import build_lra_job, lra_evaluate, lra_loss
+from suite.families.lra import build_lra_job, lra_evaluate, lra_loss
 
 
 def _cfg(**kw):
-    base = dict(vocab_size=20, num_classes=3, max_len=24, dim=16, depth=1, num_heads=2, mlp_dim=32, dropout=0.0)
+    base = dict(vocab_size=20, num_classes=3, max_len=24, dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.0)
     base.update(kw)
     return LRAConfig(**base)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pool", ["cls", "mean"])
 @pytest.mark.parametrize("attention", ["ea", "softmax"])
-def test_padded_tokens_do_not_change_the_prediction(attention, pooling):
+def test_padded_tokens_do_not_change_the_prediction(attention, pool):
     torch.manual_seed(0)
-    model = LRAClassifier(attention, _cfg(pooling=pooling, pos_emb="sinusoidal")).eval()
+    model = LRAClassifier(attention, _cfg(pool=pool, pos_emb="sinusoidal")).eval()
     tokens = torch.randint(1, 20, (2, 24))
     mask = torch.ones(2, 24, dtype=torch.bool)
     mask[:, 15:] = False
@@ -58,7 +58,7 @@ def test_dual_encoder_learns_a_fixture_batch_and_shares_weights():
 
 
 def _ctx(task, seq_len, tmp_path, **hp):
-    hparams = dict(batch_size=4, dim=16, depth=1, num_heads=2, mlp_dim=32, num_train=12, num_eval=6, dropout=0.0)
+    hparams = dict(batch_size=4, dim=16, depth=1, heads=2, mlp_dim=32, num_train=12, num_eval=6, dropout=0.0)
     hparams.update(hp)
     return BuildContext(task=f"lra-{task}", family="lra", attention="ea", seq_len=seq_len, seed=0, device="cpu",
                         hparams=hparams, data={"source": f"lra-{task}", "task": task}, data_root=tmp_path)

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from suite.errors import UsageError
 from suite.harness.execute import JobSpec, run_job
-from suite.harness.records import read_records
+from suite.harness.records import job_slug, read_records
 from suite.harness.runner import plan_jobs, run_jobs
 from suite.tasks import load_task_file
 from tiny_jobs import plugin_env, write_tiny_task
@@ -85,7 +85,9 @@ def test_injected_failures_are_recorded_and_the_other_jobs_finish(tmp_path, tiny
         8: "ok", 16: "oom", 24: "error", 32: "timeout", 40: "error", 48: "skipped", 56: "ok"}
     assert "SIGKILL" in by_length[40]["error"] and "--job-timeout 4" in by_length[32]["error"]
     assert by_length[56]["metrics"]["accuracy"] >= 0 and by_length[56]["wall_s"] > 0
-    assert "injected failure" in (tmp_path / "out" / "logs" / f"{by_length[24]['key']}.log").read_text()
+    failed = by_length[24]
+    log = tmp_path / "out" / "logs" / f"{job_slug('tiny', 'softmax', 24, 0, failed['key'])}.log"
+    assert log.name.startswith("tiny_softmax_L24_s0_") and "injected failure" in log.read_text()
     assert len(summary.failed()) == 4 and len(summary.skipped()) == 1 and not summary.interrupted
 
 

@@ -16,9 +16,9 @@ data: {source: random-normal}
 metric: {name: fwd_ms, direction: min}
 seq_len: [128, 256]
 attentions: [ea, softmax]
-defaults: {modes: [fwd], batch: 2, lr: 0.001}
+defaults: {modes: [fwd], batch_size: 2, head_dim: 32}
 profiles:
-  smoke: {repeats: 1, seq_len: [16, 32], batch: 1}
+  smoke: {repeats: 1, seq_len: [16, 32], batch_size: 1}
   cpu: {repeats: 3}
   full: {repeats: 20}
 """
@@ -46,14 +46,35 @@ def test_every_builtin_task_file_is_valid_with_three_profiles_and_known_attentio
 
 
 def test_profile_values_override_defaults_and_seq_len(tmp_path):
-    task = load_task_file(write(tmp_path, GOOD), known_builders=["kernels"])
+    task = load_task_file(write(tmp_path, GOOD))
     assert task.seq_lens("smoke") == [16, 32]
     assert task.seq_lens("full") == [128, 256]
-    assert task.hparams("smoke") == {"modes": ["fwd"], "batch": 1, "lr": 0.001, "repeats": 1}
+    assert task.hparams("smoke") == {"modes": ["fwd"], "batch_size": 1, "head_dim": 32, "repeats": 1}
     config = task.job_config("cpu")
+    declared = {p.name: p.default for p in task.job_builder.hparams.values() if p.default is not None}
     assert config == {"builder": "kernels", "metric": "fwd_ms", "direction": "min",
-                      "data": {"source": "random-normal"}, "hparams": {"modes": ["fwd"], "batch": 2, "lr": 0.001,
-                                                                       "repeats": 3}}
+                      "data": {"source": "random-normal"},
+                      "hparams": {**declared, "modes": ["fwd"], "batch_size": 2, "head_dim": 32, "repeats": 3}}
+    assert config["hparams"]["level"] == "op"  # a declared default the task does not set
+
+
+def test_overrides_apply_to_the_tasks_that_declare_them(tmp_path):
+    task = load_task_file(write(tmp_path, GOOD))
+    assert task.job_config("cpu", {"repeats": 7, "lr": 0.5})["hparams"]["repeats"] == 7
+    assert "lr" not in task.job_config("cpu", {"lr": 0.5})["hparams"]  # kernels does not declare lr
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("cpu: {repeats: 3}", "cpu: {repeatz: 3}", "unknown hyperparameter 'repeatz' for builder 'kernels' "
+                                               "(did you mean 'repeats'?)"),
+    ("cpu: {repeats: 3}", "cpu: {num_heads: 3}", "'num_heads' was renamed 'heads'"),
+    ("batch_size: 2,", "batch: 2,", "'batch' was renamed 'batch_size'"),
+])
+def test_unknown_and_renamed_hyperparameters_name_the_valid_one(tmp_path, old, new, message):
+    path = write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(TaskFileError) as err:
+        load_task_file(path)
+    assert str(path) in str(err.value) and message in str(err.value)
 
 
 @pytest.mark.parametrize("field", ["name", "family", "description", "builder", "data", "metric", "seq_len",
@@ -74,9 +95,10 @@ def test_missing_profile_is_rejected_naming_it(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,field,expected", [
-    ("cpu: {repeats: 3}", "cpu: {steps: -1}", "profiles.cpu.steps", "a positive integer"),
-    ("cpu: {repeats: 3}", "cpu: {schedule: warmup}", "profiles.cpu.schedule", "one of cosine, linear, constant"),
-    ("lr: 0.001", "lr: fast", "defaults.lr", "a positive number"),
+    ("cpu: {repeats: 3}", "cpu: {repeats: -1}", "profiles.cpu.repeats", "an integer >= 1"),
+    ("cpu: {repeats: 3}", "cpu: {level: deep}", "profiles.cpu.level", "one of op, module"),
+    ("head_dim: 32", "head_dim: wide", "defaults.head_dim", "an integer >= 1"),
+    ("modes: [fwd]", "modes: [backward]", "defaults.modes", "a list of fwd, fwdbwd, decode"),
     ("seq_len: [128, 256]", "seq_len: 128", "seq_len", "a list of positive sequence lengths"),
     ("direction: min", "direction: down", "metric.direction", "max (higher is better) or min"),
     ("{source: random-normal}", "{path: x}", "data.source", "the name of the data set"),
@@ -102,7 +124,7 @@ def test_unknown_field_and_unknown_profile_are_rejected_listing_allowed(tmp_path
 def test_unknown_builder_is_rejected_listing_registered_builders(tmp_path):
     path = write(tmp_path, GOOD.replace("builder: kernels", "builder: kernals"))
     with pytest.raises(TaskFileError, match=r"field 'builder': expected one of the registered builders: .*kernels"):
-        load_task_file(path, known_builders=["kernels", "vit"])
+        load_task_file(path)
 
 
 def test_invalid_yaml_reports_file_and_line(tmp_path):

@@ -22,7 +22,7 @@ from suite.harness.builders import BuildContext, get_builder
 from suite.harness.execute import seed_everything
 from suite.harness.train import attention_backends, train_and_evaluate
 from suite.models.vit import create_vit, nearest_geometry, token_count
-from suite.models.vit_builder import job_geometry, train_batch_size
+from suite.families.vit import job_geometry, train_batch_size
 from suite.tasks import TASKS_ROOT, load_task_file
 
 TINY = dict(embed_dim=16, depth=1, num_heads=2, mlp_ratio=2)

@@ -20,6 +20,7 @@ from torch import nn
 from suite.attention import build_attention
 from suite.data import DataMissingError
 from suite.harness.builders import BuildContext, Job, register_builder
+from suite.harness.hparams import TRAINING, HParam
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -57,7 +58,16 @@ def _evaluate(model: nn.Module, batches) -> dict[str, float]:
     return {"accuracy": correct / total, "loss": loss / total}
 
 
-@register_builder("test-tiny")
+TINY_HPARAMS = (
+    *TRAINING,
+    HParam("sleep", "float", 0.0, "seconds to sleep before building", low=0),
+    HParam("inject", "mapping", None, "{seq_len: fault} to inject"),
+    HParam("train_size", "int", 32, "training examples", low=1),
+    HParam("substitute", "bool", False, "mark the data as a substitute"),
+)
+
+
+@register_builder("test-tiny", TINY_HPARAMS, "a tiny classifier on random data, for tests")
 def build_tiny(ctx: BuildContext) -> Job:
     hp = ctx.hparams
     time.sleep(float(hp.get("sleep", 0)))

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from suite.cli.options import comma_list, lengths, output_file, positive_float, positive_int
+from suite.cli.options import attention_specs, comma_list, lengths, output_file, positive_float, positive_int
 from suite.errors import UsageError
 
 DEFAULT_LENGTHS = "512,1024,2048,4096,8192"
@@ -71,36 +71,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="also write the CSV rows to FILE")
 
 
-def split_specs(text: str) -> list[str]:
-    """Attention specs from ``--attn``: ';' always separates specs; within a part, ',' separates specs too,
-    except that a bare ``key=value`` continues the spec before it (``ea:order=2,qk_norm=false,softmax``)."""
-    specs: list[str] = []
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        start = len(specs)
-        for item in filter(None, (s.strip() for s in part.split(","))):
-            if "=" in item and ":" not in item and len(specs) > start:
-                specs[-1] += "," + item
-            else:
-                specs.append(item)
-    return specs
-
-
 def resolve_specs(text: str, order: int | None = None) -> list[str]:
-    """Canonical specs (``order`` added to ``ea`` specs that set none); UsageError naming a bad one."""
-    from suite.attention import parse_spec, validate_spec
+    """Canonical specs of ``--attn`` (``order`` added to ``ea`` specs that set none); UsageError for a bad one."""
+    from suite.attention import parse_spec
 
-    out = []
-    for spec in split_specs(text):
-        try:
-            name, options = parse_spec(spec)
-            if order is not None and name == "ea" and "order" not in options:
-                spec = f"{spec}{',' if ':' in spec else ':'}order={order}"
-            out.append(validate_spec(spec))
-        except ValueError as err:
-            raise UsageError(f"--attn {spec}: {err}") from None
-    if not out:
-        raise UsageError(f"--attn: no attention spec in {text!r}")
-    return list(dict.fromkeys(out))
+    specs = attention_specs(text)
+    if order is None:
+        return specs
+    with_order = ";".join(f"{s}{',' if ':' in s else ':'}order={order}" if parse_spec(s)[0] == "ea"
+                          and "order" not in parse_spec(s)[1] else s for s in specs)
+    return attention_specs(with_order, "--order")
 
 
 def _validate(args: argparse.Namespace) -> tuple[list[str], str, Any, float, str]:

@@ -5,9 +5,9 @@ import argparse
 import os
 from pathlib import Path
 
-from suite.errors import UsageError
+from typing import Any
 
-PROFILES = ("smoke", "cpu", "full")
+from suite.errors import UsageError
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,3 +73,58 @@ def output_file(text: str) -> Path:
     if not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"{text}: the folder {folder} is not writable")
     return path
+
+
+def split_specs(text: str) -> list[str]:
+    """Attention specs of a list: ';' always separates specs; within a part, ',' separates specs too, except that
+    a bare ``key=value`` continues the spec before it (``ea:order=2,qk_norm=false,softmax`` is two specs)."""
+    specs: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        start = len(specs)
+        for item in filter(None, (s.strip() for s in part.split(","))):
+            if "=" in item and ":" not in item and len(specs) > start:
+                specs[-1] += "," + item
+            else:
+                specs.append(item)
+    return specs
+
+
+def attention_specs(text: str, option: str = "--attn") -> list[str]:
+    """Canonical specs, each checked completely (names, option types, the constructor's checks); UsageError
+    naming a bad one. Duplicates appear once."""
+    from suite.attention import validate_spec
+
+    out = []
+    for spec in split_specs(text):
+        try:
+            out.append(validate_spec(spec))
+        except ValueError as err:
+            raise UsageError(f"{option} {spec}: {err}") from None
+    if not out:
+        raise UsageError(f"{option}: no attention spec in {text!r}")
+    return list(dict.fromkeys(out))
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML reads it (numbers, true/false, null, [lists]), with 3e-4 read as a number."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"not a valid value: {text!r}") from None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if abs(number) < float("inf") else value
+    return value
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, parsed value)."""
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), parse_value(value.strip())

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
 
 from suite.errors import UsageError
 
 DATA_ROOT_ENV = "EA_SUITE_DATA"
 CACHE_ENV = "EA_SUITE_CACHE"
-DOWNLOAD_ENV = "EA_SUITE_DOWNLOAD"  # "1": a missing data set may be fetched (the CLI's --download sets it per job)
+SPLITS = ("train", "val", "test")  # every data set's splits, in this order
 
 
 class DataMissingError(UsageError):
     """A data set is not where it should be; the message says what to download, from where, and where to put it."""
-
-
-def download_allowed(data: Mapping[str, Any] | None = None) -> bool:
-    """Whether a missing data set may be downloaded: the task's data section says ``download: true`` or
-    ``$EA_SUITE_DOWNLOAD`` is ``1``."""
-    return bool((data or {}).get("download")) or os.environ.get(DOWNLOAD_ENV) == "1"
 
 
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path | None:

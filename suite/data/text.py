@@ -44,9 +44,8 @@ from typing import Any, Iterator
 
 import torch
 
-from suite.data import DataMissingError
+from suite.data import SPLITS, DataMissingError
 
-SPLITS = ("train", "val", "test")
 EMBEDDED_SOURCE = "kjv"
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 ENWIK8_SPLIT = (90_000_000, 5_000_000, 5_000_000)
@@ -296,10 +295,3 @@ def sequential_windows(tokens: torch.Tensor, seq_len: int, batch_size: int,
         rows = torch.stack([tokens[s:s + seq_len + 1] for s in starts]).long()
         yield rows[:, :-1], rows[:, 1:]
 
-
-def describe_corpus(record: dict[str, Any]) -> str:
-    """One-line description of a corpus record for logs and tables."""
-    sizes = record["split_bytes"]
-    tag = " (embedded substitute)" if record["substitute"] else ""
-    return (f"{record['source']}{tag}: train {sizes['train']:,} / val {sizes['val']:,} / "
-            f"test {sizes['test']:,} bytes")

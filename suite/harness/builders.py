@@ -1,10 +1,12 @@
-"""Builders turn one job (task config, attention, L, seed, device) into a ``Job`` that the harness runs.
+"""The job contract: a builder turns one job (task config, attention, L, seed, settings) into a ``Job``.
 
-A task file names its builder (``builder: vit``); the builder is a function registered under that name::
+A task file names its builder (``builder: vit``); the builder is a function registered under that name with
+the hyperparameters it reads (``suite.harness.hparams``)::
 
     from suite.harness.builders import BuildContext, Job, register_builder
+    from suite.harness.hparams import TRAINING, HParam
 
-    @register_builder("vit")
+    @register_builder("vit", hparams=[*TRAINING, HParam("depth", "int", 4, "transformer blocks", low=1)])
     def build_vit_job(ctx: BuildContext) -> Job:
         model = ...                                  # nn.Module using build_attention(ctx.attention, ...)
         return Job(model=model, train_batches=loader, eval_batches=val_loader,
@@ -12,14 +14,15 @@ A task file names its builder (``builder: vit``); the builder is a function regi
                    evaluate=evaluate_accuracy,      # (model, batches) -> {"accuracy": ..., "loss": ...}
                    data_info={"source": "cifar10", "substitute": False})
 
-and its module is listed in ``BUILDER_MODULES`` below (builder name -> module, imported only when a job
-needs it), or named in the environment variable ``EA_SUITE_PLUGINS`` (comma-separated modules, for builders
-that live outside the suite and for tests).
+The suite's own builders live in ``suite.families`` (importing it registers them all); others register from
+any module the task loader imports (``EA_SUITE_PLUGINS``, see ``suite.tasks``). Nothing here imports a family:
+the runner receives each job's ``Builder`` from the task that planned it.
 
-The builder reads its hyperparameters from ``ctx.hparams`` (the task's resolved profile), shards data by
-``ctx.rank`` / ``ctx.world_size`` under torchrun, and raises ``suite.data.DataMissingError`` when a data set
-is not on disk (the job is then ``skipped``). ``data_info`` must say which data actually ran:
-``{"source": name, "substitute": bool, ...}`` (substitute = an embedded stand-in, not the published set).
+The builder reads its hyperparameters from ``ctx.hparams`` (the task's resolved profile: declared defaults
+filled in, so every declared key with a default is there), its settings from the other ``ctx`` fields (never
+from the environment), shards data by ``ctx.rank`` / ``ctx.world_size`` under torchrun, and raises
+``suite.data.DataMissingError`` when a data set is not on disk (the job is then ``skipped``). ``data_info``
+must say which data actually ran: ``{"source": name, "substitute": bool, ...}``.
 
 Two kinds of job:
 
@@ -28,37 +31,26 @@ Two kinds of job:
   ``steps_per_epoch``), then calls ``evaluate(model, batches)`` on the eval batches (already on the device)
   under ``torch.no_grad()`` and times it for inference throughput. ``extra_eval(model)`` may add untimed
   metrics afterwards (decoding speed, lm-eval scores).
-- measurement jobs (the ``kernels`` family): only ``measure()``, returning the metrics dict.
+- measurement jobs (kernels, decoding): only ``measure()``, returning the metrics dict.
 
 Batches are whatever the builder yields (tensors, tuples, dicts); the harness moves every tensor in them to
 the device. ``count_batch(batch) -> (samples, tokens)`` counts a batch for throughput; by default samples is
-the first dimension of the first tensor and tokens = samples x ``ctx.seq_len`` (padded positions count:
-throughput is positions processed).
+the first dimension of the first tensor and tokens = samples x ``ctx.seq_len``.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
-#: builder name -> module whose import registers it (imported lazily, only for the jobs that need it)
-BUILDER_MODULES: dict[str, str] = {
-    "kernels": "suite.harness.kernels_builder",
-    "lra": "suite.models.lra_builder",
-    "lm": "suite.lm.builder",
-    "lm-decode": "suite.lm.builder",
-    "vit": "suite.models.vit_builder",
-}
-
-PLUGINS_ENV = "EA_SUITE_PLUGINS"
+from suite.harness.hparams import HParam, by_name, check_hparams, resolve
 
 
 @dataclass(frozen=True)
 class BuildContext:
-    """Everything a builder may use to build one job."""
+    """Everything a builder may use to build one job: the job's identity, hyperparameters and settings."""
 
     task: str
     family: str
@@ -66,10 +58,12 @@ class BuildContext:
     seq_len: int
     seed: int
     device: str  # "cpu", "cuda", "cuda:1"
-    hparams: dict[str, Any]  # the task's resolved profile (seq_len list removed)
+    hparams: dict[str, Any]  # the task's resolved profile (declared defaults filled in)
     data: dict[str, Any]  # the task's data section: {"source": ..., ...}
     profile: str = "smoke"
-    data_root: Path | None = None
+    data_root: Path | None = None  # where real data sets live (--data-root); None: embedded defaults only
+    download: bool = False  # a missing data set may be fetched (--download)
+    artifacts_dir: Path | None = None  # this job's own folder for what it saves (checkpoints); None: save nothing
     rank: int = 0
     world_size: int = 1
 
@@ -103,46 +97,74 @@ class Job:
                              "(a training job needs them all; a measurement job needs measure)")
 
 
-Builder = Callable[[BuildContext], Job]
+@dataclass(frozen=True)
+class Builder:
+    """A registered builder: its function, the hyperparameters it declares, and an optional pre-flight check.
+
+    ``check(hparams)`` runs once per task before any job (on the resolved hyperparameters) and raises
+    ValueError for what only the builder can judge (e.g. lm-eval task names), so a night does not start on it.
+    """
+
+    name: str
+    build: Callable[[BuildContext], Job]
+    hparams: dict[str, HParam]
+    description: str = ""
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    def __call__(self, ctx: BuildContext) -> Job:
+        """Build the job, ``ctx.hparams`` checked against the declarations and over the declared defaults (already
+        there when a task resolved them); ValueError naming the first bad hyperparameter."""
+        problems = check_hparams(ctx.hparams, self.hparams, f"builder {self.name!r}")
+        if problems:
+            raise ValueError(f"builder {self.name!r}: hyperparameter {problems[0]}")
+        return self.build(replace(ctx, hparams=resolve(ctx.hparams, self.hparams)))
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        """Pickled by name: a job process imports the builder's module, which registers it again."""
+        return _registered, (self.build.__module__, self.name)
+
+
+def _registered(module: str, name: str) -> "Builder":
+    importlib.import_module(module)
+    return get_builder(name)
+
+
 _REGISTRY: dict[str, Builder] = {}
 
 
-def register_builder(name: str) -> Callable[[Builder], Builder]:
-    """Function decorator: make ``fn(ctx) -> Job`` the builder called ``name`` in task files."""
+def register_builder(name: str, hparams: Sequence[HParam], description: str = "",
+                     check: Callable[[dict[str, Any]], None] | None = None
+                     ) -> Callable[[Callable[[BuildContext], Job]], Builder]:
+    """Function decorator: make ``fn(ctx) -> Job`` the builder called ``name`` in task files, reading ``hparams``.
 
-    def wrap(fn: Builder) -> Builder:
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
+    The decorated name becomes the ``Builder`` (callable like the function, with the declared defaults filled in).
+    """
+    declared = by_name(hparams)
+
+    def wrap(fn: Callable[[BuildContext], Job]) -> Builder:
+        known = _REGISTRY.get(name)
+        if known is not None and (known.build.__module__, known.build.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"builder {name!r} is registered twice")
-        _REGISTRY[name] = fn
-        return fn
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = Builder(name, fn, declared, doc, check)
+        return _REGISTRY[name]
 
     return wrap
 
 
-def plugin_modules() -> list[str]:
-    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
-
-
-def load_plugins(modules: Iterable[str] | None = None) -> None:
-    """Import the plugin modules (default: those in ``$EA_SUITE_PLUGINS``) so that their builders register."""
-    for module in plugin_modules() if modules is None else modules:
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import modules whose import registers builders (plugins outside the suite, test builders)."""
+    for module in modules:
         importlib.import_module(module)
 
 
 def builder_names() -> list[str]:
-    """Every builder name a task file may use (registered, lazily importable, or from plugins)."""
-    load_plugins()
-    return sorted(set(_REGISTRY) | set(BUILDER_MODULES))
+    """Every registered builder name."""
+    return sorted(_REGISTRY)
 
 
 def get_builder(name: str) -> Builder:
-    """The builder registered as ``name``, importing its module if needed; ValueError listing valid names."""
-    if name not in _REGISTRY:
-        load_plugins()
-    if name not in _REGISTRY and name in BUILDER_MODULES:
-        importlib.import_module(BUILDER_MODULES[name])
-        if name not in _REGISTRY:
-            raise ValueError(f"module {BUILDER_MODULES[name]} did not register builder {name!r}")
+    """The builder registered as ``name``; ValueError listing the valid names."""
     if name not in _REGISTRY:
         valid = builder_names()
         close = difflib.get_close_matches(name, valid, n=1)

@@ -13,17 +13,19 @@ from __future__ import annotations
 import platform
 import random
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from suite.data import DataMissingError
-from suite.harness.builders import BuildContext, get_builder
+from suite.harness.builders import BuildContext, Builder, get_builder
+from suite.harness.records import job_slug
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One job of a run: a task at one attention, profile, seed and sequence length."""
+    """One job of a run: a task at one attention, profile, seed and sequence length, and the builder that builds it
+    (from the task that planned it; None: looked up by the name in ``config``)."""
 
     task: str
     family: str
@@ -33,12 +35,19 @@ class JobSpec:
     seq_len: int
     config: dict[str, Any]  # Task.job_config(profile)
     key: str
+    builder: Builder | None = field(default=None, compare=False, repr=False)
 
     def label(self) -> str:
         return f"{self.task} {self.attention} L={self.seq_len} seed={self.seed}"
 
+    @property
+    def slug(self) -> str:
+        """The job's readable file name (logs, artifacts): task, attention, L, seed and the key's start."""
+        return job_slug(self.task, self.attention, self.seq_len, self.seed, self.key)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The job's identity (without the builder)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "builder"}
 
 
 def seed_everything(seed: int) -> None:
@@ -78,14 +87,17 @@ def _cpu_name() -> str:
 
 
 def device_env(device: str) -> dict[str, Any]:
-    """The device part of a record's env: device, its name, CUDA version, threads, how memory was measured."""
+    """The device part of a record's env: device, its name, the CUDA version (None on a machine without CUDA;
+    ``torch_cuda_build`` is the version torch was built with), threads, how memory was measured."""
     import torch
 
     from suite.harness.measure import memory_measure
 
     cuda = device.startswith("cuda")
     return {"device": device, "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
-            "cuda": torch.version.cuda, "cpu_threads": torch.get_num_threads(), "memory_measure": memory_measure(device)}
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+            "torch_cuda_build": torch.version.cuda, "cpu_threads": torch.get_num_threads(),
+            "memory_measure": memory_measure(device)}
 
 
 def _one_line(err: BaseException) -> str:
@@ -94,9 +106,12 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int = 0,
-            world_size: int = 1) -> dict[str, Any]:
-    """Build and run ``spec`` here on ``device`` (already resolved); returns the outcome (module docstring)."""
+def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int = 0, world_size: int = 1, *,
+            download: bool = False, artifacts_dir: Path | None = None) -> dict[str, Any]:
+    """Build and run ``spec`` here on ``device`` (already resolved); returns the outcome (module docstring).
+
+    ``data_root``, ``download`` and ``artifacts_dir`` reach the builder as ``BuildContext`` fields.
+    """
     import torch
 
     from suite.harness.train import DivergedError, attention_backends, train_and_evaluate
@@ -107,11 +122,11 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
     try:
         outcome["env"] = device_env(device)
         seed_everything(spec.seed)
-        builder = get_builder(spec.config["builder"])
+        builder = spec.builder or get_builder(spec.config["builder"])
         ctx = BuildContext(task=spec.task, family=spec.family, attention=spec.attention, seq_len=spec.seq_len,
                            seed=spec.seed, device=device, hparams=spec.config["hparams"], data=spec.config["data"],
-                           profile=spec.profile, data_root=Path(data_root) if data_root else None, rank=rank,
-                           world_size=world_size)
+                           profile=spec.profile, data_root=Path(data_root) if data_root else None,
+                           download=download, artifacts_dir=artifacts_dir, rank=rank, world_size=world_size)
         job = builder(ctx)
         job.validate(spec.config["builder"])
         outcome["data"] = dict(job.data_info)

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 from datetime import datetime, timezone
@@ -46,6 +47,12 @@ def job_key(task: str, attention: str, profile: str, seed: int, seq_len: int, co
     identity = {"task": task, "attention": attention, "profile": profile, "seed": int(seed),
                 "seq_len": int(seq_len), "config": config}
     return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()[:16]
+
+
+def job_slug(task: str, attention: str, seq_len: int, seed: int, key: str) -> str:
+    """A job's readable file name: ``<task>_<attention>_L<seq_len>_s<seed>_<key[:8]>`` with every character
+    outside [A-Za-z0-9._=-] replaced by '-' (the key's start keeps jobs apart that differ in config only)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{task}_{attention}_L{seq_len}_s{seed}_{key[:8]}")
 
 
 def _clean(value: Any) -> Any:
@@ -161,12 +168,9 @@ def latest_by_key(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(latest.values(), key=lambda r: first[r["key"]])
 
 
-def ok_keys(path: Path | str) -> set[str]:
-    """Keys whose latest record in ``path`` is ``ok`` (nothing when the file does not exist)."""
-    path = records_path(path)
-    if not path.exists():
-        return set()
-    return {r["key"] for r in latest_by_key(read_records_file(path)) if r["status"] == "ok"}
+def ok_keys(records: Iterable[dict[str, Any]]) -> set[str]:
+    """Keys whose latest record among ``records`` is ``ok`` (the jobs a resumed run does not run again)."""
+    return {r["key"] for r in latest_by_key(records) if r["status"] == "ok"}
 
 
 def _version(dist: str) -> str | None:

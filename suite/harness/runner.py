@@ -6,25 +6,19 @@
   set becomes that job's record and the run goes on. Ctrl-C stops the run after recording every job that
   finished (the job in flight is dropped and runs again on ``--resume``).
 - Records go to ``OUT/records.jsonl``; each job's own stdout/stderr (and traceback, if any) to
-  ``OUT/logs/<key>.log`` (deleted when empty).
+  ``OUT/logs/<job>.log`` (deleted when empty), and what it saves (LM checkpoints) to ``OUT/artifacts/<job>/``,
+  where ``<job>`` is the readable ``records.job_slug`` (task, attention, L, seed, key).
 - ``resume=True`` skips jobs whose latest record in OUT is ``ok``; without it, an OUT that already holds
   records is refused, so a record is never duplicated by accident.
 - ``run_in_process`` is the torchrun path: every rank runs the same jobs in its own process with
   DistributedDataParallel, and rank 0 writes the records.
 
-Options for the LM jobs (builder ``lm``, see ``suite.lm.builder``):
-
-- ``plan_jobs(..., lm_eval_tasks=[...])`` replaces the task file's ``lm_eval_tasks`` in the job's resolved
-  config, so the record's ``config.hparams.lm_eval_tasks`` says which lm-eval tasks ran and the job key
-  changes with them (their metrics are part of the job's result; ``--resume`` with other lm-eval tasks runs
-  the jobs again instead of reusing records that lack the requested metrics). The job's environment drops
-  ``EA_SUITE_LM_EVAL_TASKS`` so that the builder reads the config and nothing else.
-- ``download=True`` sets ``EA_SUITE_DOWNLOAD=1`` in the job's environment (and removes it otherwise): it
-  permits fetching a Hugging Face data set and is recorded in ``env.download``, but it is not part of the
-  job key, because it does not change which data set or computation a job uses, only whether a missing data
-  set may be fetched (so ``--resume --download`` re-runs a job skipped for missing data under the same key).
-- Every job gets ``EA_SUITE_CHECKPOINT_DIR=OUT/checkpoints`` unless the environment already sets it: LM
-  jobs save their trained model there (``<task>_<attention>_L<seq_len>_s<seed>/``).
+The runner knows no family: each job carries the ``Builder`` of the task that planned it, and settings reach
+the builder as ``BuildContext`` fields (``data_root``, ``download``, ``artifacts_dir``), never through the
+environment. ``plan_jobs(..., overrides={key: value})`` sets declared hyperparameters (``--set``; the LM
+tasks' ``--lm-eval-tasks``) in the resolved config, so they are part of the job key and of the record.
+``download`` only permits fetching a missing data set: it is recorded in ``env.download`` but not part of the
+key (``--resume --download`` re-runs a job skipped for missing data under the same key).
 """
 from __future__ import annotations
 
@@ -37,7 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
@@ -46,43 +40,76 @@ from rich.table import Table
 from rich.text import Text
 
 from suite.console import make_console
-from suite.data import DOWNLOAD_ENV
 from suite.errors import UsageError
-from suite.harness.builders import plugin_modules
 from suite.harness.execute import JobSpec, run_job
-from suite.harness.records import (append_record, base_env, job_key, latest_by_key, make_record, now_iso,
-                                   read_records_file, records_path)
-from suite.lm import CHECKPOINT_ENV, LM_EVAL_TASKS_ENV
-from suite.tasks import Task
+from suite.harness.hparams import unknown_key_message
+from suite.harness.records import (append_record, base_env, job_key, job_slug, latest_by_key, make_record, now_iso,
+                                   ok_keys, read_records_file, records_path)
+from suite.harness.builders import Builder
 
 FAILED = ("oom", "diverged", "timeout", "error")
-LM_EVAL_BUILDERS = ("lm",)  # builders that run lm-eval after training and read hparams["lm_eval_tasks"]
-CHECKPOINTS_DIR = "checkpoints"
+ARTIFACTS_DIR = "artifacts"
+
+
+class Task(Protocol):
+    """What planning needs of a task (``suite.tasks.Task`` is one); the harness imports no task loader."""
+
+    name: str
+    family: str
+    job_builder: Builder | None
+
+    def job_config(self, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def declares(self, key: str) -> bool: ...
+
+    def default_attentions(self) -> list[str]: ...
+
+    def seq_lens(self, profile: str) -> list[int]: ...
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "oom": "red", "diverged": "red", "timeout": "red",
                  "error": "red"}
 
 
+def check_overrides(tasks: list[Task], overrides: dict[str, Any]) -> None:
+    """UsageError unless every override is a hyperparameter some of ``tasks`` declares, with a valid value there."""
+    for key, value in overrides.items():
+        declaring = [t for t in tasks if t.declares(key)]
+        if not declaring:
+            declared = {name: p for t in tasks if t.job_builder for name, p in t.job_builder.hparams.items()}
+            raise UsageError(f"--set {key}: {unknown_key_message(key, declared, 'the selected tasks')}")
+        for task in declaring:
+            problem = task.job_builder.hparams[key].problem(value)
+            if problem is not None:
+                raise UsageError(f"--set {key}={value!r}: expected {problem} (task {task.name})")
+
+
 def plan_jobs(tasks: list[Task], profile: str, attentions: list[str] | None = None, seeds: int = 1,
-              seq_lens: list[int] | None = None, lm_eval_tasks: list[str] | None = None) -> list[JobSpec]:
+              seq_lens: list[int] | None = None, overrides: dict[str, Any] | None = None) -> list[JobSpec]:
     """Every job of ``tasks``: per task, its lengths x seeds x attentions (the task defaults unless given).
 
-    ``attentions`` must already be canonical specs. ``lm_eval_tasks`` (``[]`` = none) replaces the
-    ``lm_eval_tasks`` hyperparameter of the tasks whose builder runs lm-eval (``LM_EVAL_BUILDERS``); other
-    tasks ignore it. Duplicate jobs (same key) appear once.
+    ``attentions`` must already be canonical specs. ``overrides`` set declared hyperparameters of the tasks that
+    declare them (``check_overrides``). Each task's builder checks its resolved hyperparameters here, before any
+    job runs (``Builder.check``); a ValueError becomes a UsageError naming the task. Duplicate jobs (same key)
+    appear once.
     """
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    overrides = dict(overrides or {})
+    check_overrides(tasks, overrides)
     jobs: dict[str, JobSpec] = {}
     for task in tasks:
-        config = task.job_config(profile)
-        if lm_eval_tasks is not None and task.builder in LM_EVAL_BUILDERS:
-            config["hparams"] = {**config["hparams"], "lm_eval_tasks": list(lm_eval_tasks)}
+        config = task.job_config(profile, overrides)
+        if task.job_builder is not None and task.job_builder.check is not None:
+            try:
+                task.job_builder.check(config["hparams"])
+            except ValueError as err:
+                raise UsageError(f"{task.name} ({profile}): {err}") from None
         specs = attentions or task.default_attentions()
         for seq_len in seq_lens or task.seq_lens(profile):
             for seed in range(seeds):
                 for attention in specs:
                     key = job_key(task.name, attention, profile, seed, seq_len, config)
-                    jobs.setdefault(key, JobSpec(task.name, task.family, attention, profile, seed, seq_len, config, key))
+                    jobs.setdefault(key, JobSpec(task.name, task.family, attention, profile, seed, seq_len, config,
+                                                 key, task.job_builder))
     return list(jobs.values())
 
 
@@ -104,20 +131,9 @@ class RunSummary:
         return [r for r in self.records if r["status"] == "skipped"]
 
 
-def default_out_dir() -> Path:
-    return Path("results") / "runs" / time.strftime("%Y%m%d-%H%M%S")
-
-
-def job_environ(base: Mapping[str, str], out: Path, download: bool) -> dict[str, str]:
-    """The environment of the jobs of a run in ``out``: ``base`` with the LM options set (module docstring)."""
-    environ = dict(base)
-    environ.pop(LM_EVAL_TASKS_ENV, None)  # the job's config carries the lm-eval tasks (plan_jobs)
-    environ.setdefault(CHECKPOINT_ENV, str((Path(out) / CHECKPOINTS_DIR).resolve()))
-    if download:
-        environ[DOWNLOAD_ENV] = "1"
-    else:
-        environ.pop(DOWNLOAD_ENV, None)
-    return environ
+def default_out_dir(name: str = "suite") -> Path:
+    """``results/runs/<timestamp>-<name>/`` (name: the task for ``run``, ``suite`` for a suite)."""
+    return Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
 
 
 def _check_out_dir(out: Path, resume: bool) -> tuple[set[str], int]:
@@ -132,7 +148,7 @@ def _check_out_dir(out: Path, resume: bool) -> tuple[set[str], int]:
     if existing and not resume:
         raise UsageError(f"{out} already holds {len(existing)} records; pass --resume to continue that run, "
                          "or choose another --out")
-    return {r["key"] for r in latest_by_key(existing) if r["status"] == "ok"}, len(existing)
+    return ok_keys(existing), len(existing)
 
 
 # -- the child process --------------------------------------------------------------------------------
@@ -151,18 +167,16 @@ def _exit_when_parent_dies() -> None:
 def _child_main(conn, payload: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops this process
     os.environ.clear()
-    os.environ.update(payload["environ"])
+    os.environ.update(payload["environ"])  # the parent's environment now (the forkserver's may be older)
     with open(payload["log"], "a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         _exit_when_parent_dies()
-        spec = JobSpec(**payload["spec"])
+        spec: JobSpec = payload["spec"]
         try:
-            from suite.harness.builders import load_plugins
-
-            load_plugins(payload["plugins"])
-            outcome = run_job(spec, payload["device"], payload["data_root"])
-        except Exception as err:  # noqa: BLE001 - plugin import failed: still a record, not a hang
+            outcome = run_job(spec, payload["device"], payload["data_root"], download=payload["download"],
+                              artifacts_dir=payload["artifacts_dir"])
+        except Exception as err:  # noqa: BLE001 - still a record, not a hang
             import traceback
 
             outcome = {"status": "error", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
@@ -203,11 +217,11 @@ def _died_message(exitcode: int | None) -> str:
 def _run_in_child(payload: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     ctx = _mp_context()
     reader, writer = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(writer, payload), name=f"job-{payload['spec']['key']}")
-    deadline = None if timeout is None else time.monotonic() + timeout
+    proc = ctx.Process(target=_child_main, args=(writer, payload), name=f"job-{payload['spec'].key}")
     outcome: dict[str, Any] | None = None
     try:
-        proc.start()
+        proc.start()  # the first start waits for the forkserver to import torch: not the job's time
+        deadline = None if timeout is None else time.monotonic() + timeout
         writer.close()
         while outcome is None:
             if reader.poll(0.2):
@@ -263,9 +277,8 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     """Run ``jobs`` one child process each, appending a record per finished job to ``OUT/records.jsonl``.
 
     ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` ends the run at the first
-    ``skipped`` job (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to fetch
-    Hugging Face data sets. Each child process gets ``job_environ(os.environ, out, download)``.
-    KeyboardInterrupt is absorbed: the summary says ``interrupted``.
+    ``skipped`` job (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to fetch a
+    missing data set. KeyboardInterrupt is absorbed: the summary says ``interrupted``.
     """
     console = console or make_console()
     out = Path(out)
@@ -274,8 +287,6 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     summary = RunSummary(out=out, reused=len(jobs) - len(todo))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**base_env(), "download": bool(download)}
-    environ = job_environ(os.environ, out, download)
-    plugins = plugin_modules()
     if summary.reused:
         console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -285,7 +296,7 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
         try:
             for spec in todo:
                 progress.update(bar, description=spec.label())
-                record = _run_and_record(spec, out, device, data_root, job_timeout, env, environ, plugins)
+                record = _run_and_record(spec, out, device, data_root, job_timeout, env, download)
                 progress.console.print(_log_line(record, spec))
                 progress.advance(bar)
                 if stop_on_skip and record["status"] == "skipped":
@@ -305,11 +316,11 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
 
 
 def _run_and_record(spec: JobSpec, out: Path, device: str, data_root: str | None, job_timeout: float | None,
-                    env: dict[str, Any], environ: dict[str, str], plugins: list[str]) -> dict[str, Any]:
+                    env: dict[str, Any], download: bool) -> dict[str, Any]:
     """Run one job in a child process and append its record; its log file is removed when empty."""
-    log = out / "logs" / f"{spec.key}.log"
-    payload = {"spec": spec.to_dict(), "device": device, "data_root": data_root, "environ": environ,
-               "plugins": plugins, "log": str(log)}
+    log = out / "logs" / f"{spec.slug}.log"
+    payload = {"spec": spec, "device": device, "data_root": data_root, "environ": dict(os.environ),
+               "download": download, "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(), "log": str(log)}
     started_at, start = now_iso(), time.monotonic()
     outcome = _run_in_child(payload, job_timeout)
     record = _record(spec, outcome, env, started_at, time.monotonic() - start)
@@ -321,10 +332,7 @@ def _run_and_record(spec: JobSpec, out: Path, device: str, data_root: str | None
 
 def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data_root: str | None = None,
                    resume: bool = False, download: bool = False, console: Console | None = None) -> RunSummary:
-    """The torchrun path: each rank runs every job here under DDP (gloo on CPU, nccl on GPU); rank 0 records.
-
-    The jobs run in this process, so its own environment is set as ``job_environ`` says.
-    """
+    """The torchrun path: each rank runs every job here under DDP (gloo on CPU, nccl on GPU); rank 0 records."""
     import torch.distributed as dist
 
     from suite.harness.execute import resolve_device
@@ -355,13 +363,10 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     todo = [job for job in jobs if job.key not in done]
     summary = RunSummary(out=out, reused=len(jobs) - len(todo))
     env = {**base_env(), "download": bool(download)}
-    environ = job_environ(os.environ, out, download)
-    for name in set(os.environ) - set(environ):
-        del os.environ[name]
-    os.environ.update(environ)
     for spec in todo:
         started_at, start = now_iso(), time.monotonic()
-        outcome = run_job(spec, resolved, data_root, rank=rank, world_size=world)
+        outcome = run_job(spec, resolved, data_root, rank=rank, world_size=world, download=download,
+                          artifacts_dir=(out / ARTIFACTS_DIR / spec.slug).resolve())
         dist.barrier()
         if rank == 0:
             record = _record(spec, outcome, env, started_at, time.monotonic() - start)
@@ -399,7 +404,8 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     if summary.records:
         console.print(summary_table(summary))
     for record in summary.failed() + summary.skipped():
-        log = summary.out / "logs" / f"{record['key']}.log"
+        slug = job_slug(record["task"], record["attention"], record["seq_len"], record["seed"], record["key"])
+        log = summary.out / "logs" / f"{slug}.log"
         where = f"  (log: {log})" if log.exists() else ""
         console.print(Text(f"{record['status']}: {record['task']} {record['attention']} L={record['seq_len']} "
                            f"seed={record['seed']}: {record['error']}{where}"))

@@ -17,8 +17,8 @@ training loss raises ``DivergedError``. Then it evaluates once and returns the m
 
 Under ``torchrun`` (``ctx.world_size > 1``, process group already initialised) the model is wrapped in
 ``DistributedDataParallel``; the builder shards the training data by rank; rank 0 evaluates.
-Hyperparameters (from ``ctx.hparams``): steps | epochs, lr (1e-3), weight_decay (0.01), betas ([0.9, 0.999]),
-warmup_steps (0), schedule (cosine | linear | constant), min_lr_ratio (0.0), grad_clip (1.0; null = off), amp.
+Hyperparameters (from ``ctx.hparams``): those of ``suite.harness.hparams.TRAINING`` (steps | epochs, lr,
+weight_decay, betas, warmup_steps, schedule, min_lr_ratio, grad_clip, amp), whose declared defaults apply.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from suite.harness.builders import BuildContext, Job
+from suite.harness.hparams import TRAINING, by_name, resolve
 from suite.harness.measure import Stopwatch, peak_memory_bytes, reset_peak_memory, synchronize
 
 _DIVERGENCE_CHECK_EVERY = 25
@@ -125,7 +126,7 @@ def attention_backends(model: nn.Module) -> dict[str, str]:
 
 
 def _autocast(device: str, hparams: dict[str, Any]):
-    if str(device).startswith("cuda") and hparams.get("amp", "bf16") == "bf16":
+    if str(device).startswith("cuda") and hparams["amp"] == "bf16":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return nullcontext()
 
@@ -151,13 +152,16 @@ def _param_checksums(model: nn.Module) -> torch.Tensor:
                             for p in model.parameters()]).flatten()
 
 
+_TRAINING = by_name(TRAINING)
+
+
 def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
     """Train ``job.model`` and evaluate it; returns the metrics (module docstring). Raises DivergedError."""
-    hp, device = ctx.hparams, ctx.device
+    hp, device = resolve(ctx.hparams, _TRAINING), ctx.device
     distributed = ctx.world_size > 1
     count = job.count_batch or default_count_batch(ctx.seq_len)
     total_steps = resolve_steps(hp, job)
-    warmup = int(hp.get("warmup_steps", 0))
+    warmup = int(hp["warmup_steps"])
 
     model = job.model.to(device)
     core = model
@@ -167,11 +171,11 @@ def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
         device_ids = [torch.device(device).index] if device.startswith("cuda") else None
         model = DistributedDataParallel(model, device_ids=device_ids)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=float(hp.get("lr", 1e-3)), betas=tuple(hp.get("betas", (0.9, 0.999))),
-                                  weight_decay=float(hp.get("weight_decay", 0.01)))
+    optimizer = torch.optim.AdamW(params, lr=float(hp["lr"]), betas=tuple(hp["betas"]),
+                                  weight_decay=float(hp["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, total_steps, warmup, hp.get("schedule", "cosine"), float(hp.get("min_lr_ratio", 0.0))))
-    grad_clip = hp.get("grad_clip", 1.0)
+        s, total_steps, warmup, hp["schedule"], float(hp["min_lr_ratio"])))
+    grad_clip = hp["grad_clip"]
 
     reset_peak_memory(device)
     model.train()

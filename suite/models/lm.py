@@ -133,10 +133,6 @@ class DecoderLM(nn.Module):
             x = blk(x)
         return self.logits(x)
 
-    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross entropy in nats per token; idx, targets [B, L]."""
-        return F.cross_entropy(self(idx).flatten(0, 1).float(), targets.flatten())
-
     # -- decoding ----------------------------------------------------------------------------------
     def prefill(self, idx: torch.Tensor, last_only: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
         """Parallel pass over a prompt idx [B, L] (L >= 1) that keeps every mixer's decoding state.
@@ -190,5 +186,10 @@ class DecoderLM(nn.Module):
         """Bytes held by the decoding states of every layer (KV caches or recurrent states)."""
         return AttentionModule.state_bytes(states["layers"])
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+
+
+def next_token_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross entropy (nats per token) of ``model`` (a DecoderLM, or DDP around one) on a batch
+    (idx, targets) of int64 [B, L]."""
+    idx, targets = batch
+    return F.cross_entropy(model(idx).flatten(0, 1).float(), targets.flatten())

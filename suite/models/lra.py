@@ -23,10 +23,10 @@ class LRAConfig:
     max_len: int
     dim: int = 64
     depth: int = 2
-    num_heads: int = 4
+    heads: int = 4
     mlp_dim: int = 128
     dropout: float = 0.1
-    pooling: str = "cls"          # cls | mean
+    pool: str = "cls"             # cls | mean
     pos_emb: str = "learned"      # learned | sinusoidal
 
 
@@ -46,7 +46,7 @@ class Block(nn.Module):
     def __init__(self, attention: str, cfg: LRAConfig) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-        self.attn = build_attention(attention, cfg.dim, cfg.num_heads, causal=False)
+        self.attn = build_attention(attention, cfg.dim, cfg.heads, causal=False)
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_dim), nn.GELU(), nn.Dropout(cfg.dropout),
                                  nn.Linear(cfg.mlp_dim, cfg.dim))
         self.drop = nn.Dropout(cfg.dropout)
@@ -61,11 +61,11 @@ class LRAEncoder(nn.Module):
 
     def __init__(self, attention: str, cfg: LRAConfig) -> None:
         super().__init__()
-        if cfg.pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {cfg.pooling!r}")
+        if cfg.pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {cfg.pool!r}")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        extra = 1 if cfg.pooling == "cls" else 0
+        extra = 1 if cfg.pool == "cls" else 0
         if cfg.pos_emb == "learned":
             self.pos = nn.Parameter(torch.randn(cfg.max_len + extra, cfg.dim) * 0.02)
         elif cfg.pos_emb == "sinusoidal":

@@ -11,7 +11,7 @@ and patch sizes it allows; ``nearest_geometry`` picks the combination whose L is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from torch import nn
 
@@ -61,19 +61,6 @@ def nearest_geometry(seq_len: int, image_sizes: Iterable[int], patch_sizes: Iter
         raise ValueError(f"no patch size in {patch_sizes} tiles an image size in {image_sizes}")
     native = candidates[0].image_size if native_size is None else native_size
     return min(candidates, key=lambda g: (abs(g.seq_len - seq_len), abs(g.image_size - native), g.image_size))
-
-
-def vit_shape(hparams: dict[str, Any]) -> dict[str, Any]:
-    """Width, depth, heads and MLP ratio from ``hparams``: a ``model`` preset, overridden by explicit keys."""
-    preset = hparams.get("model")
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown ViT preset {preset!r}; valid: {', '.join(PRESETS)}")
-    shape: dict[str, Any] = dict(PRESETS.get(preset, {"embed_dim": 64, "depth": 4, "num_heads": 4}))
-    shape["mlp_ratio"] = 4.0
-    for key in ("embed_dim", "depth", "num_heads", "mlp_ratio"):
-        if key in hparams:
-            shape[key] = hparams[key]
-    return shape
 
 
 def create_vit(attention: str, *, num_classes: int, in_chans: int, image_size: int, patch_size: int,

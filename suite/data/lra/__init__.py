@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 
-from suite.data import DataMissingError, resolve_cache_dir, resolve_data_root
+from suite.data import SPLITS, DataMissingError, resolve_cache_dir, resolve_data_root
 from suite.data.lra import aan, byte_tokens, image, imdb, kjv, listops, pathfinder
 from suite.data.lra.release import find_release_dir, missing_release_message
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
-SPLITS = ("train", "val", "test")
 DEFAULT_MAX_LEN = {"listops": 2000, "text": 1000, "retrieval": 4000}  # LRA repository configs
 PIXEL_TASKS = {"image": 32, "pathfinder": 32, "pathx": 128}  # image side; sequence length = side**2
 PATHFINDER_SPLIT_SIZES = {"train": 160_000, "val": 20_000, "test": 20_000}

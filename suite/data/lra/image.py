@@ -28,14 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from suite.data import DataMissingError
+from suite.data import SPLITS, DataMissingError
 
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch"
 LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
-SPLITS = ("train", "val", "test")
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

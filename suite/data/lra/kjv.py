@@ -19,10 +19,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from suite.data import DataMissingError
+from suite.data import SPLITS, DataMissingError
 from suite.data.lra.byte_tokens import encode_bytes
 
-SPLITS = ("train", "val", "test")
 TESTAMENTS = ("Old Testament", "New Testament")
 SPLIT_SEED = 0
 

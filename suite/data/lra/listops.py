@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from suite.data import SPLITS
 from suite.data.lra.progress import progress_bar
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -39,7 +40,6 @@ END = "]"
 VALUES = range(10)
 VALUE_P = 0.25
 
-SPLITS = ("train", "val", "test")
 LRA_SPLIT_SIZES = {"train": 96_000, "val": 2_000, "test": 2_000}
 HEADER = ["Source", "Target"]
 

@@ -1,0 +1,197 @@
+"""Element-wise attention (EA): ``ea_attention``, ``ea_step`` and the ``EAAttention`` module ("ea").
+
+Per channel c, o_ic = Σ_j ŵ_ijc v_jc / Σ_j ŵ_ijc with ŵ_ijc = T_t(q_ic k_jc) exp(-k_jc²/2), the order-t
+Taylor stand-in for exp(-(q_ic - k_jc)²/2) (DESIGN.md §2). Backends:
+
+- ``"torch"``:  the O(tLD) PyTorch path (prefix sums) with an analytic backward (reference.py)
+- ``"triton"``: the Triton kernels (triton_kernels.py, triton_ops.py); on a CPU only under TRITON_INTERPRET=1
+- ``"naive"``:  the direct O(L²) formula, for tests
+- ``"auto"``:   triton for CUDA tensors, torch otherwise
+
+A recurrent state is a fp32 tensor [B, H, 2, t+1, D]: index 0 holds A_n = Σ φ_n(k) v, index 1 holds
+B_n = Σ φ_n(k), for n = 0..t; 2(t+1)·H·D floats per layer whatever the context length.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from suite.attention.base import AttentionModule
+from suite.attention.ea.reference import ea_naive, ea_naive_state, ea_step_torch, ea_torch, empty_state
+from suite.attention.registry import register_attention
+
+BACKENDS = ("auto", "torch", "triton", "naive")
+
+__all__ = ["BACKENDS", "EAAttention", "ea_attention", "ea_step", "empty_state", "resolve_backend"]
+
+
+def _check_order(order: Any) -> None:
+    if isinstance(order, bool) or not isinstance(order, int) or order < 0 or order % 2:
+        raise ValueError(f"order must be a non-negative even integer (0, 2, 4, ...), got {order!r}")
+
+
+def _check_state(state: torch.Tensor, B: int, H: int, D: int, order: int, name: str) -> None:
+    expected = (B, H, 2, order + 1, D)
+    if not isinstance(state, torch.Tensor) or tuple(state.shape) != expected:
+        got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
+        raise ValueError(f"{name} must have shape [B, H, 2, order+1, D] = {list(expected)}, got {got}")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that will run for tensors on ``device`` ('auto' -> triton on CUDA, torch elsewhere)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    return backend
+
+
+def ea_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int = 6, causal: bool = False,
+                 key_padding_mask: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
+                 output_final_state: bool = False, backend: str = "auto"):
+    """Element-wise attention of q, k, v [B, L, H, D] (any float dtype; fp32 math) -> o like v.
+
+    key_padding_mask: bool [B, L], True keeps the key. initial_state / output_final_state: causal only;
+    the state is [B, H, 2, order+1, D] fp32, so two calls chained through it equal one call.
+    Returns o, or (o, final_state) when output_final_state. A query with no usable key outputs 0.
+    """
+    _check_order(order)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D [B, L, H, D], got shape {list(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(f"q, k and v must have the same shape, got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    B, L, H, D = q.shape
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool \
+                or tuple(key_padding_mask.shape) != (B, L):
+            got = (f"{key_padding_mask.dtype} {list(key_padding_mask.shape)}"
+                   if isinstance(key_padding_mask, torch.Tensor) else type(key_padding_mask).__name__)
+            raise ValueError(f"key_padding_mask must be a bool tensor of shape [B, L] = [{B}, {L}], got {got}")
+        key_padding_mask = key_padding_mask.to(q.device)
+    if not causal and (initial_state is not None or output_final_state):
+        raise ValueError("initial_state and output_final_state apply to causal=True only")
+    if initial_state is not None:
+        _check_state(initial_state, B, H, D, order, "initial_state")
+        if initial_state.requires_grad and torch.is_grad_enabled():
+            raise ValueError("gradients through initial_state are not supported; pass initial_state.detach()")
+    backend = resolve_backend(backend, q.device)
+
+    if backend == "naive":
+        o = ea_naive(q, k, v, order, causal, key_padding_mask, initial_state).to(v.dtype)
+        state = ea_naive_state(k, v, order, key_padding_mask, initial_state) if output_final_state else None
+    elif backend == "torch":
+        o, state = ea_torch(q, k, v, order, causal, key_padding_mask, initial_state)
+    else:
+        if q.device.type != "cuda":
+            from suite.attention.ea.triton_ops import interpreting
+
+            if not interpreting():
+                raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 on a CPU)")
+        from suite.attention.ea.triton_ops import ea_triton
+
+        o, state = ea_triton(q, k, v, order, causal, key_padding_mask, initial_state, output_final_state)
+    return (o, state) if output_final_state else o
+
+
+def ea_step(q_t: torch.Tensor, k_t: torch.Tensor, v_t: torch.Tensor, state: torch.Tensor | None,
+            order: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """One recurrent step: q_t, k_t, v_t [B, H, D]; state [B, H, 2, order+1, D] fp32 or None (empty).
+
+    Returns (o_t [B, H, D] like v_t, new state). Stepping through a sequence equals the causal op.
+    """
+    _check_order(order)
+    for name, t in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            raise ValueError(f"{name} must be a 3-D tensor [B, H, D], got {getattr(t, 'shape', type(t).__name__)}")
+    if not (q_t.shape == k_t.shape == v_t.shape):
+        raise ValueError(f"q_t, k_t and v_t must have the same shape, got {list(q_t.shape)}, "
+                         f"{list(k_t.shape)}, {list(v_t.shape)}")
+    B, H, D = q_t.shape
+    if state is None:
+        state = empty_state(B, H, D, order, q_t.device)
+    _check_state(state, B, H, D, order, "state")
+    return ea_step_torch(q_t, k_t, v_t, state, order)
+
+
+@register_attention("ea", "element-wise attention, order-t Taylor, O(tLD) (Triton on CUDA)")
+class EAAttention(AttentionModule):
+    """Multi-head element-wise attention: x -> qkv -> per-head RMS-normalised q, k -> EA -> proj.
+
+    q and k are RMS-normalised over each head's channels (with a learned per-channel gain, initialised to
+    1) before EA, so each channel of q and k starts near unit scale. Why: the Taylor polynomial T_t(x) is a
+    good stand-in for exp(x) only while |x| = |q_c k_c| stays a few units, and the key weight exp(-k²/2)
+    vanishes for |k| >> 1; unnormalised projections drift out of that range during training. The gains
+    stay learnable so the model can sharpen attention deliberately. ``qk_norm=False`` turns this off.
+    """
+
+    backends = ("naive", "torch", "triton")
+
+    def __init__(self, dim: int, num_heads: int, causal: bool = False, order: int = 6, backend: str = "auto",
+                 qk_norm: bool = True, qkv_bias: bool = True, proj_bias: bool = True) -> None:
+        super().__init__(dim, num_heads, causal, backend)
+        _check_order(order)
+        self.order = order
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.q_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, dim] -> q, k, v [B, L, H, D] (q and k RMS-normalised per head, with learned gains)."""
+        q, k, v = super().project_qkv(x)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """EA over q, k, v [B, L, H, D]."""
+        self.backend_used = resolve_backend(self.backend, q.device)
+        return ea_attention(q, k, v, self.order, self.causal, key_padding_mask, backend=self.backend_used)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.project_qkv(x)
+        return self.proj(self.merge_heads(self.attend(q, k, v, key_padding_mask)))
+
+    def reference_forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                          rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The naive O(L²) formula in fp64 on the same projections, for query positions ``rows``."""
+        q, k, v = (t.double() for t in self.project_qkv(x))
+        B, L, H, D = q.shape
+        rows = torch.arange(L, device=x.device) if rows is None else rows.to(x.device)
+        per_chunk = max(1, (1 << 24) // max(1, B * L * H * D))
+        outs = [ea_naive(q, k, v, self.order, self.causal, key_padding_mask, rows=rows[i:i + per_chunk])
+                for i in range(0, len(rows), per_chunk)]
+        return self.proj(self.merge_heads(torch.cat(outs, dim=1).to(x.dtype)))
+
+    def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The empty recurrent state [B, H, 2, order+1, D] fp32 (its size does not depend on L)."""
+        self.check_step_allowed()
+        return empty_state(batch, self.num_heads, self.head_dim, self.order, device)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t [B, dim] -> (y_t [B, dim], state)."""
+        self.check_step_allowed()
+        q, k, v = (t[:, 0] for t in self.project_qkv(x_t[:, None]))
+        o, state = ea_step(q, k, v, state, self.order)
+        self.backend_used = "torch-step"
+        return self.proj(self.merge_heads(o)), state
+
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parallel causal forward over x [B, L, dim] that also returns the state after the last token."""
+        self.check_step_allowed()
+        q, k, v = self.project_qkv(x)
+        self.backend_used = resolve_backend(self.backend, q.device)
+        o, state = ea_attention(q, k, v, self.order, True, output_final_state=True, backend=self.backend_used)
+        return self.proj(self.merge_heads(o)), state
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", order={self.order}"
+

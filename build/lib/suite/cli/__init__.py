@@ -1,0 +1,48 @@
+"""``run_suite.py`` / ``ea-suite``: argument parsing and dispatch. User errors print one line and exit 2.
+
+Subcommands: ``list``, ``run``, ``suite`` (``cli.run``), ``compare``, ``report`` (``cli.results``), ``bench``
+(``cli.bench``), ``data generate`` (``cli.data``).
+
+Exit codes: 0 every job ok; 1 some job failed (oom, diverged, timeout, error); 2 bad usage (unknown task or
+attention, bad option, bad task file, missing data); 130 interrupted by Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from suite.cli import bench, data, results, run
+from suite.cli.options import Parser
+from suite.errors import UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="run_suite.py", description="Element-wise attention benchmark suite.",
+                    epilog="exit codes: 0 all jobs ok, 1 some job failed, 2 bad usage, 130 interrupted")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    run.add_parsers(sub)
+    results.add_parsers(sub)
+    p = sub.add_parser("bench", help="time attentions against sequence length (fwd, fwd+bwd, decode), checked first",
+                       description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
+    data.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except UsageError as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line, whatever the message
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def console_main() -> None:
+    """The ``ea-suite`` console command."""
+    sys.exit(main())

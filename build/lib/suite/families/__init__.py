@@ -1,0 +1,12 @@
+"""The suite's task families, each in one home: its builder(s), the hyperparameters they declare (where they
+register) and their evaluation.
+
+- ``vit``: timm ViT image classification (``vit``)
+- ``lra``: the six Long Range Arena tasks (``lra``)
+- ``lm``: causal language modelling (``lm``) and decoding against L (``lm-decode``)
+- ``kernels``: one attention timed at one L, checked first (``kernels``)
+
+Importing this package registers every builder with ``suite.harness.builders`` (timm's habit); the harness
+itself imports no family.
+"""
+from suite.families import kernels, lm, lra, vit  # noqa: F401  (registration)

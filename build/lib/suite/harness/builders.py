@@ -1,0 +1,173 @@
+"""The job contract: a builder turns one job (task config, attention, L, seed, settings) into a ``Job``.
+
+A task file names its builder (``builder: vit``); the builder is a function registered under that name with
+the hyperparameters it reads (``suite.harness.hparams``)::
+
+    from suite.harness.builders import BuildContext, Job, register_builder
+    from suite.harness.hparams import TRAINING, HParam
+
+    @register_builder("vit", hparams=[*TRAINING, HParam("depth", "int", 4, "transformer blocks", low=1)])
+    def build_vit_job(ctx: BuildContext) -> Job:
+        model = ...                                  # nn.Module using build_attention(ctx.attention, ...)
+        return Job(model=model, train_batches=loader, eval_batches=val_loader,
+                   loss_fn=lambda model, batch: F.cross_entropy(model(batch[0]), batch[1]),
+                   evaluate=evaluate_accuracy,      # (model, batches) -> {"accuracy": ..., "loss": ...}
+                   data_info={"source": "cifar10", "substitute": False})
+
+The suite's own builders live in ``suite.families`` (importing it registers them all); others register from
+any module the task loader imports (``EA_SUITE_PLUGINS``, see ``suite.tasks``). Nothing here imports a family:
+the runner receives each job's ``Builder`` from the task that planned it.
+
+The builder reads its hyperparameters from ``ctx.hparams`` (the task's resolved profile: declared defaults
+filled in, so every declared key with a default is there), its settings from the other ``ctx`` fields (never
+from the environment), shards data by ``ctx.rank`` / ``ctx.world_size`` under torchrun, and raises
+``suite.data.DataMissingError`` when a data set is not on disk (the job is then ``skipped``). ``data_info``
+must say which data actually ran: ``{"source": name, "substitute": bool, ...}``.
+
+Two kinds of job:
+
+- training jobs: ``model``, ``train_batches``, ``loss_fn``, ``eval_batches``, ``evaluate``. The one loop in
+  ``suite.harness.train`` trains with AdamW for ``hparams["steps"]`` steps (or ``epochs`` x
+  ``steps_per_epoch``), then calls ``evaluate(model, batches)`` on the eval batches (already on the device)
+  under ``torch.no_grad()`` and times it for inference throughput. ``extra_eval(model)`` may add untimed
+  metrics afterwards (decoding speed, lm-eval scores).
+- measurement jobs (kernels, decoding): only ``measure()``, returning the metrics dict.
+
+Batches are whatever the builder yields (tensors, tuples, dicts); the harness moves every tensor in them to
+the device. ``count_batch(batch) -> (samples, tokens)`` counts a batch for throughput; by default samples is
+the first dimension of the first tensor and tokens = samples x ``ctx.seq_len``.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from suite.harness.hparams import HParam, by_name, check_hparams, resolve
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything a builder may use to build one job: the job's identity, hyperparameters and settings."""
+
+    task: str
+    family: str
+    attention: str  # canonical attention spec, e.g. "ea:order=2"
+    seq_len: int
+    seed: int
+    device: str  # "cpu", "cuda", "cuda:1"
+    hparams: dict[str, Any]  # the task's resolved profile (declared defaults filled in)
+    data: dict[str, Any]  # the task's data section: {"source": ..., ...}
+    profile: str = "smoke"
+    data_root: Path | None = None  # where real data sets live (--data-root); None: embedded defaults only
+    download: bool = False  # a missing data set may be fetched (--download)
+    artifacts_dir: Path | None = None  # this job's own folder for what it saves (checkpoints); None: save nothing
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class Job:
+    """What a builder returns: a training job (model ... evaluate) or a measurement job (measure)."""
+
+    data_info: dict[str, Any]
+    model: Any = None  # torch.nn.Module
+    train_batches: Iterable | None = None  # re-iterable; the loop starts it again when it runs out
+    loss_fn: Callable[[Any, Any], Any] | None = None  # (model, batch) -> scalar loss tensor
+    eval_batches: Iterable | None = None  # re-iterable
+    evaluate: Callable[[Any, Iterable], dict[str, float]] | None = None  # (model, batches) -> task metrics
+    count_batch: Callable[[Any], tuple[int, int]] | None = None  # batch -> (samples, tokens)
+    extra_eval: Callable[[Any], dict[str, float]] | None = None  # untimed extra metrics
+    steps_per_epoch: int | None = None  # needed when the profile gives epochs
+    measure: Callable[[], dict[str, Any]] | None = None  # measurement job
+    backends: dict[str, str] = field(default_factory=dict)  # attention -> backend used (measurement jobs)
+
+    def validate(self, builder: str) -> None:
+        if not isinstance(self.data_info, dict) or not isinstance(self.data_info.get("source"), str) \
+                or not isinstance(self.data_info.get("substitute"), bool):
+            raise ValueError(f"builder {builder!r}: data_info must be {{'source': str, 'substitute': bool, ...}},"
+                             f" got {self.data_info!r}")
+        if self.measure is not None:
+            return
+        missing = [n for n in ("model", "train_batches", "loss_fn", "eval_batches", "evaluate") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"builder {builder!r} returned a job without {', '.join(missing)} "
+                             "(a training job needs them all; a measurement job needs measure)")
+
+
+@dataclass(frozen=True)
+class Builder:
+    """A registered builder: its function, the hyperparameters it declares, and an optional pre-flight check.
+
+    ``check(hparams)`` runs once per task before any job (on the resolved hyperparameters) and raises
+    ValueError for what only the builder can judge (e.g. lm-eval task names), so a night does not start on it.
+    """
+
+    name: str
+    build: Callable[[BuildContext], Job]
+    hparams: dict[str, HParam]
+    description: str = ""
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    def __call__(self, ctx: BuildContext) -> Job:
+        """Build the job, ``ctx.hparams`` checked against the declarations and over the declared defaults (already
+        there when a task resolved them); ValueError naming the first bad hyperparameter."""
+        problems = check_hparams(ctx.hparams, self.hparams, f"builder {self.name!r}")
+        if problems:
+            raise ValueError(f"builder {self.name!r}: hyperparameter {problems[0]}")
+        return self.build(replace(ctx, hparams=resolve(ctx.hparams, self.hparams)))
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        """Pickled by name: a job process imports the builder's module, which registers it again."""
+        return _registered, (self.build.__module__, self.name)
+
+
+def _registered(module: str, name: str) -> "Builder":
+    importlib.import_module(module)
+    return get_builder(name)
+
+
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_builder(name: str, hparams: Sequence[HParam], description: str = "",
+                     check: Callable[[dict[str, Any]], None] | None = None
+                     ) -> Callable[[Callable[[BuildContext], Job]], Builder]:
+    """Function decorator: make ``fn(ctx) -> Job`` the builder called ``name`` in task files, reading ``hparams``.
+
+    The decorated name becomes the ``Builder`` (callable like the function, with the declared defaults filled in).
+    """
+    declared = by_name(hparams)
+
+    def wrap(fn: Callable[[BuildContext], Job]) -> Builder:
+        known = _REGISTRY.get(name)
+        if known is not None and (known.build.__module__, known.build.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"builder {name!r} is registered twice")
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = Builder(name, fn, declared, doc, check)
+        return _REGISTRY[name]
+
+    return wrap
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import modules whose import registers builders (plugins outside the suite, test builders)."""
+    for module in modules:
+        importlib.import_module(module)
+
+
+def builder_names() -> list[str]:
+    """Every registered builder name."""
+    return sorted(_REGISTRY)
+
+
+def get_builder(name: str) -> Builder:
+    """The builder registered as ``name``; ValueError listing the valid names."""
+    if name not in _REGISTRY:
+        valid = builder_names()
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown builder {name!r}{hint}; valid builders: {', '.join(valid)}")
+    return _REGISTRY[name]

@@ -1,0 +1,355 @@
+"""Measuring: timing and checking one attention, scaling against sequence length, wall-clock time, peak memory.
+
+- ``measure_attention(spec, L, mode, ...)``: check one attention against its reference on the shape, then time
+  it (fwd, fwd+bwd or one decoding step) and take its peak memory; the kernels family and ``bench`` use it.
+- ``time_call(fn, device, repeats)``: a ``Timing`` (median, min, max over the repeats, in ms).
+- ``loglog_slope(lengths, times)``: the slope of log(time) against log(L) (1 = linear, 2 = quadratic).
+- ``crossover_length(lengths, times_a, times_b)``: the L from which ``a`` is no slower than ``b``.
+- ``Stopwatch``: wall time in seconds that waits for queued CUDA work before reading the clock.
+- ``reset_peak_memory(device)`` / ``peak_memory_bytes(device)``: on CUDA, ``torch.cuda.max_memory_allocated``
+  after ``reset_peak_memory_stats``; on a CPU, the peak resident set size (bytes) of this process. The CPU
+  figure is the whole process's high-water mark, so it includes the interpreter, torch and the data (a few
+  hundred MB of baseline); where Linux allows, the mark is reset first (``/proc/self/clear_refs``), otherwise
+  it is ``getrusage(RUSAGE_SELF).ru_maxrss`` since the process started. ``memory_measure(device)`` names
+  which of these produced the number; it goes into the record's ``env``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _usable_points(lengths: Sequence[float], *series: Sequence[float | None]) -> list[tuple[float, ...]]:
+    if any(len(s) != len(lengths) for s in series):
+        raise ValueError(f"lengths and times differ in size: {len(lengths)} vs {[len(s) for s in series]}")
+    points = []
+    for length, *values in zip(lengths, *series):
+        if length is None or not float(length) > 0:
+            raise ValueError(f"sequence lengths must be positive, got {length!r}")
+        if all(v is not None and math.isfinite(float(v)) and float(v) > 0 for v in values):
+            points.append((float(length), *(float(v) for v in values)))
+    return sorted(points)
+
+
+def loglog_slope(lengths: Sequence[float], times: Sequence[float | None]) -> float:
+    """Least-squares slope of log(times) against log(lengths).
+
+    Entries whose time is None, NaN, infinite or not positive (e.g. a length that ran out of memory) are
+    ignored; with fewer than two distinct usable lengths the slope is NaN. Raises ValueError when the two
+    sequences differ in size or a length is not positive.
+    """
+    points = _usable_points(lengths, times)
+    if len({p[0] for p in points}) < 2:
+        return float("nan")
+    x = np.log([p[0] for p in points])
+    y = np.log([p[1] for p in points])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def crossover_length(lengths: Sequence[float], times_a: Sequence[float | None],
+                     times_b: Sequence[float | None]) -> float | None:
+    """The smallest L at which ``a`` is no slower than ``b`` (times_a <= times_b), within the measured lengths.
+
+    Between two measured lengths where ``a`` turns from slower to no slower, the crossing is interpolated
+    linearly in log(L) against log(times_a / times_b). Returns the first usable length when ``a`` is already
+    no slower there, and None when ``a`` is slower at every usable length. Lengths where
+    either time is missing or not positive are ignored. The result is not extrapolated beyond the data.
+    """
+    points = _usable_points(lengths, times_a, times_b)
+    prev: tuple[float, float] | None = None
+    for length, ta, tb in points:
+        log_ratio = math.log(ta / tb)
+        if log_ratio <= 0:
+            if prev is None:
+                return length
+            (l0, r0), (l1, r1) = prev, (math.log(length), log_ratio)
+            return float(math.exp(l0 + (l1 - l0) * r0 / (r0 - r1)))
+        prev = (math.log(length), log_ratio)
+    return None
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued work on ``device`` (a no-op on the CPU)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """``with Stopwatch(device) as sw: ...`` then ``sw.seconds``; synchronises CUDA at both ends."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.seconds = float("nan")
+
+    def __enter__(self) -> "Stopwatch":
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def _can_reset_rss() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")  # "5" resets the peak RSS (VmHWM) to the current RSS
+        return "VmHWM" in _STATUS.read_text()
+    except OSError:
+        return False
+
+
+def memory_measure(device: str) -> str:
+    """Which figure ``peak_memory_bytes(device)`` reports."""
+    if str(device).startswith("cuda"):
+        return "torch.cuda.max_memory_allocated"
+    return "cpu peak RSS (VmHWM after reset)" if _can_reset_rss() else "cpu peak RSS (ru_maxrss since process start)"
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start a fresh peak-memory window (CUDA allocator stats, or the process's peak RSS where Linux allows)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _can_reset_rss()
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process in bytes (VmHWM, else ru_maxrss)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(maxrss if sys.platform == "darwin" else maxrss * 1024)  # macOS reports bytes, Linux KiB
+
+
+def peak_memory_bytes(device: str) -> int:
+    """Peak memory since the last ``reset_peak_memory(device)``, in bytes (see the module docstring)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device))
+    return peak_rss_bytes()
+
+
+# -- one attention, checked then timed -------------------------------------------------------------
+
+MODES = ("fwd", "fwdbwd", "decode")
+LEVELS = ("op", "module")
+#: dtype names accepted by task files and the command line -> torch dtype name
+DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+          "fp16": "float16", "float16": "float16"}
+TIME_KEYS = {"fwd": "fwd_ms", "fwdbwd": "fwdbwd_ms", "decode": "decode_ms_per_token"}
+
+
+def torch_dtype(value: Any):
+    """A torch dtype from its name (fp32, float32, bf16, bfloat16, fp16, float16) or itself; ValueError otherwise."""
+    import torch
+
+    if isinstance(value, torch.dtype):
+        return value
+    if value not in DTYPES:
+        raise ValueError(f"unknown dtype {value!r}; valid: {', '.join(DTYPES)}")
+    return getattr(torch, DTYPES[value])
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average of this machine (None where the OS has none); recorded beside timings."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Milliseconds of ``repeats`` timed calls: median (the number quoted), min and max (the spread)."""
+
+    median: float
+    min: float
+    max: float
+    repeats: int
+
+    @property
+    def spread(self) -> float:
+        """max / min: 1.0 when every call took the same time."""
+        return self.max / self.min if self.min > 0 else math.inf
+
+
+def _current_bytes(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.memory_allocated(device)
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def time_call(fn: Callable[[], Any], device: str, repeats: int) -> Timing:
+    """Milliseconds of ``fn()`` after one warm-up call: CUDA through ``triton.testing.do_bench`` (all of its
+    timed runs), the CPU as ``repeats`` perf_counter calls."""
+    if device.startswith("cuda"):
+        import triton.testing
+
+        times = [float(t) for t in triton.testing.do_bench(fn, warmup=25, rep=max(100, 20 * repeats),
+                                                           return_mode="all")]
+    else:
+        fn()
+        times = []
+        for _ in range(max(1, repeats)):
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append((time.perf_counter() - start) * 1e3)
+    return Timing(statistics.median(times), min(times), max(times), len(times))
+
+
+def peak_call_bytes(fn: Callable[[], Any], device: str) -> int:
+    """Peak memory of one ``fn()`` above what was in use just before it, in bytes."""
+    synchronize(device)
+    base = _current_bytes(device)
+    reset_peak_memory(device)
+    fn()
+    synchronize(device)
+    return max(0, peak_memory_bytes(device) - base)
+
+
+def check_rows(seq_len: int, count: int, device: str) -> "torch.Tensor":
+    """Up to ``count`` query positions spread evenly over [0, L), always including the last one."""
+    import torch
+
+    return torch.linspace(0, seq_len - 1, min(count, seq_len), device=device).round().long().unique()
+
+
+def relative_error(out: "torch.Tensor", ref: "torch.Tensor") -> float:
+    """‖out − ref‖ / ‖ref‖ in fp64."""
+    out, ref = out.detach().double(), ref.detach().double()
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num_heads: int = 8, head_dim: int = 64,
+                      causal: bool = False, dtype: Any = "float32", device: str = "cpu", repeats: int = 5,
+                      level: str = "op", max_check_rows: int = 16, seed: int = 0) -> dict[str, Any]:
+    """Check, then time one attention at one L in one mode. Returns metrics (ms, bytes) and provenance.
+
+    Keys: ``fwd_ms`` | ``fwdbwd_ms`` | ``decode_ms_per_token`` (the median; + ``prefill_ms``, ``state_bytes``),
+    ``time_min_ms``, ``time_max_ms`` and ``repeats`` (the spread of the timed calls), ``peak_mem_bytes`` (peak
+    above the memory in use before the call), ``check_error`` (relative RMSE of the timed path against the
+    reference on this shape), ``check_rows``, ``backend_used``, ``level``. Tokens per second for the timed mode
+    come as ``tokens_per_s``.
+    """
+    import torch
+
+    from suite.attention import build_attention
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; valid: {', '.join(LEVELS)}")
+    if mode == "decode" and not causal:
+        raise ValueError("mode 'decode' needs causal=True")
+    dtype = torch_dtype(dtype)
+    device = str(device)
+    torch.manual_seed(seed)
+    dim = num_heads * head_dim
+    module = build_attention(spec, dim, num_heads, causal=causal).to(device=device, dtype=dtype)
+    if level == "op" and mode != "decode" and not hasattr(module, "attend"):
+        raise ValueError(f"attention {spec!r} has no op-level form (attend(q, k, v)); use level 'module'")
+    rows = check_rows(seq_len, max_check_rows, device)
+    x = torch.randn(batch, seq_len, dim, device=device, dtype=dtype)
+    result: dict[str, Any] = {"level": "module" if mode == "decode" else level, "check_rows": int(rows.numel())}
+
+    with torch.no_grad():
+        if mode == "decode":
+            x_t = torch.randn(batch, dim, device=device, dtype=dtype)
+            start = time.perf_counter()
+            _, state = module.prefill(x)
+            synchronize(device)
+            result["prefill_ms"] = (time.perf_counter() - start) * 1e3
+            y_t, _ = module.step(x_t, state)
+            ref = module.reference_forward(torch.cat([x, x_t[:, None]], 1),
+                                           rows=torch.tensor([seq_len], device=device))[:, 0]
+            result["check_error"] = relative_error(y_t, ref)
+            result["backend_used"] = module.backend_used
+            result["state_bytes"] = module.state_bytes(state)
+            step = lambda: module.step(x_t, state)  # noqa: E731  (the state is not advanced: same L each call)
+            result["peak_mem_bytes"] = peak_call_bytes(step, device)
+            result.update(_timing_metrics(mode, time_call(step, device, repeats)))
+            result["tokens_per_s"] = batch * 1e3 / result["decode_ms_per_token"]
+            return result
+        y = module(x)
+        result["backend_used"] = module.backend_used
+        ref = module.reference_forward(x, rows=rows)
+        result["check_error"] = relative_error(y[:, rows], ref)
+        del y, ref
+
+    if level == "op":
+        # q, k ~ U(0, 1): positive, so attentions whose attend() takes feature-mapped q, k stay well defined
+        shape = (batch, seq_len, num_heads, head_dim)
+        q, k = (torch.rand(shape, device=device, dtype=dtype) for _ in range(2))
+        v = torch.randn(shape, device=device, dtype=dtype)
+
+        def attend(*qkv):
+            out = module.attend(*qkv)
+            return out[0] if isinstance(out, tuple) else out  # some attend() also return a state
+
+        if mode == "fwd":
+            def call():
+                with torch.no_grad():
+                    return attend(q, k, v)
+        else:
+            leaves = [t.requires_grad_() for t in (q, k, v)]
+            grad = torch.randn_like(v)
+
+            def call():
+                for t in leaves:
+                    t.grad = None
+                attend(*leaves).backward(grad)
+    else:
+        if mode == "fwd":
+            def call():
+                with torch.no_grad():
+                    return module(x)
+        else:
+            xg = x.clone().requires_grad_()
+            grad = torch.randn_like(x)
+
+            def call():
+                module.zero_grad(set_to_none=True)
+                xg.grad = None
+                module(xg).backward(grad)
+
+    result["peak_mem_bytes"] = peak_call_bytes(call, device)
+    result.update(_timing_metrics(mode, time_call(call, device, repeats)))
+    result["tokens_per_s"] = batch * seq_len * 1e3 / result[TIME_KEYS[mode]]
+    return result
+
+
+def _timing_metrics(mode: str, timing: Timing) -> dict[str, float]:
+    return {TIME_KEYS[mode]: timing.median, "time_min_ms": timing.min, "time_max_ms": timing.max,
+            "repeats": timing.repeats}

@@ -1,0 +1,202 @@
+"""The results store: one JSON object per line per job, appended, flushed and fsynced.
+
+Every record has exactly these fields (DESIGN.md §4):
+
+- identity: ``key`` (a stable hash of task, canonical attention spec, profile, seed, seq_len and the
+  resolved config), ``task``, ``family``, ``attention``, ``profile``, ``seed``, ``seq_len``;
+- outcome: ``status`` (ok | oom | diverged | timeout | error | skipped) and ``error`` (None or one line);
+- ``metrics``: numbers by name (accuracy, loss, bpb, train_samples_per_s, train_tokens_per_s,
+  infer_samples_per_s, infer_tokens_per_s, peak_mem_bytes, params, fwd_ms, fwdbwd_ms, decode_ms_per_token, ...);
+  a NaN or infinite value is stored as null;
+- reproduction: ``config`` (resolved), ``data`` ({source, substitute, ...}), ``env`` (device, versions, git sha
+  and dirty flag, hostname, backend actually used per attention, how memory was measured), ``started_at``
+  (ISO 8601, UTC) and ``wall_s``.
+
+A run directory holds ``records.jsonl``. The file is an append-only log: a job re-run after a failure (on
+``--resume``) appends a new record with the same key, and readers take the latest record per key
+(``latest_by_key``). A torn last line (a write cut short by a crash) is skipped on read and cut off before the
+next append; a bad line anywhere else is an error naming the file and line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+RECORDS_FILE = "records.jsonl"
+STATUSES = ("ok", "oom", "diverged", "timeout", "error", "skipped")
+RECORD_FIELDS = ("key", "task", "family", "attention", "profile", "seed", "seq_len", "status", "error",
+                 "metrics", "config", "data", "env", "started_at", "wall_s")
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def job_key(task: str, attention: str, profile: str, seed: int, seq_len: int, config: dict[str, Any]) -> str:
+    """A stable 16-hex-digit hash of the job's identity and resolved config (``attention`` already canonical)."""
+    identity = {"task": task, "attention": attention, "profile": profile, "seed": int(seed),
+                "seq_len": int(seq_len), "config": config}
+    return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()[:16]
+
+
+def job_slug(task: str, attention: str, seq_len: int, seed: int, key: str) -> str:
+    """A job's readable file name: ``<task>_<attention>_L<seq_len>_s<seed>_<key[:8]>`` with every character
+    outside [A-Za-z0-9._=-] replaced by '-' (the key's start keeps jobs apart that differ in config only)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{task}_{attention}_L{seq_len}_s{seed}_{key[:8]}")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats -> None, numpy/torch scalars -> Python numbers, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # numpy / torch scalar
+        return _clean(value.item())
+    return str(value)
+
+
+def make_record(**fields: Any) -> dict[str, Any]:
+    """A record with exactly RECORD_FIELDS; ValueError on a missing or unknown field or a bad status."""
+    missing = [f for f in RECORD_FIELDS if f not in fields]
+    unknown = sorted(set(fields) - set(RECORD_FIELDS))
+    if missing or unknown:
+        raise ValueError(f"record fields: missing {missing}, unknown {unknown}")
+    if fields["status"] not in STATUSES:
+        raise ValueError(f"record status must be one of {', '.join(STATUSES)}, got {fields['status']!r}")
+    return _clean({f: fields[f] for f in RECORD_FIELDS})
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def records_path(path: Path | str) -> Path:
+    """``DIR/records.jsonl`` for a directory, the path itself for a file."""
+    path = Path(path)
+    return path / RECORDS_FILE if path.is_dir() or not path.suffix else path
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Make the file end with a newline: keep a complete unterminated record, cut off a torn one."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            complete = isinstance(json.loads(data[start:]), dict)
+        except ValueError:
+            complete = False
+        if complete:
+            f.write(b"\n")
+        else:
+            f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def append_record(path: Path | str, record: dict[str, Any]) -> None:
+    """Append one record as a line, then flush and fsync (the file and its directory are created if needed)."""
+    path = records_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _repair_torn_tail(path)
+    line = json.dumps(_clean(record), sort_keys=False, allow_nan=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records_file(path: Path) -> list[dict[str, Any]]:
+    """Records of one file; a torn (unterminated, unparsable) last line is skipped, any other bad line raises."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        torn_candidate = number == len(lines) and not text.endswith("\n")
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            if torn_candidate:
+                break
+            raise ValueError(f"{path}:{number}: not a JSON record ({err.msg})") from None
+        if not isinstance(record, dict) or "key" not in record or "status" not in record:
+            raise ValueError(f"{path}:{number}: not a result record (a JSON object with key and status)")
+        records.append(record)
+    return records
+
+
+def read_records(path: Path | str) -> list[dict[str, Any]]:
+    """Every record in a ``.jsonl`` file, or in the ``*.jsonl`` files of a directory (sorted by name)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+        if not files:
+            raise ValueError(f"{path}: no record files (*.jsonl) in this directory")
+        return [r for f in files for r in read_records_file(f)]
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or directory")
+    return read_records_file(path)
+
+
+def latest_by_key(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last record of each key, in the order the keys first appeared."""
+    first: dict[str, int] = {}
+    latest: dict[str, dict[str, Any]] = {}
+    for i, record in enumerate(records):
+        first.setdefault(record["key"], i)
+        latest[record["key"]] = record
+    return sorted(latest.values(), key=lambda r: first[r["key"]])
+
+
+def ok_keys(records: Iterable[dict[str, Any]]) -> set[str]:
+    """Keys whose latest record among ``records`` is ``ok`` (the jobs a resumed run does not run again)."""
+    return {r["key"] for r in latest_by_key(records) if r["status"] == "ok"}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_state(repo: Path) -> tuple[str | None, bool | None]:
+    """(commit sha, whether tracked files differ from it) of the git checkout at ``repo``; (None, None) if none."""
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        if sha.returncode != 0:
+            return None, None
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def base_env() -> dict[str, Any]:
+    """Provenance common to every job of a run (the job adds device, CUDA version and backends)."""
+    sha, dirty = git_state(Path(__file__).resolve().parents[2])
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": _version("torch"), "triton": _version("triton"), "timm": _version("timm"),
+            "git_sha": sha, "git_dirty": dirty}

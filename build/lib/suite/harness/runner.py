@@ -1,0 +1,416 @@
+"""Running many jobs: plan task x attention x seed x L, run each in its own child process, record each one.
+
+- ``plan_jobs`` expands tasks into ``JobSpec``s (a job per attention, seed and sequence length).
+- ``run_jobs`` runs them one at a time, each in a fresh child process (forked from a ``forkserver`` that has
+  imported torch once), with an optional per-job timeout. A crash, OOM, divergence, timeout or missing data
+  set becomes that job's record and the run goes on. Ctrl-C stops the run after recording every job that
+  finished (the job in flight is dropped and runs again on ``--resume``).
+- Records go to ``OUT/records.jsonl``; each job's own stdout/stderr (and traceback, if any) to
+  ``OUT/logs/<job>.log`` (deleted when empty), and what it saves (LM checkpoints) to ``OUT/artifacts/<job>/``,
+  where ``<job>`` is the readable ``records.job_slug`` (task, attention, L, seed, key).
+- ``resume=True`` skips jobs whose latest record in OUT is ``ok``; without it, an OUT that already holds
+  records is refused, so a record is never duplicated by accident.
+- ``run_in_process`` is the torchrun path: every rank runs the same jobs in its own process with
+  DistributedDataParallel, and rank 0 writes the records.
+
+The runner knows no family: each job carries the ``Builder`` of the task that planned it, and settings reach
+the builder as ``BuildContext`` fields (``data_root``, ``download``, ``artifacts_dir``), never through the
+environment. ``plan_jobs(..., overrides={key: value})`` sets declared hyperparameters (``--set``; the LM
+tasks' ``--lm-eval-tasks``) in the resolved config, so they are part of the job key and of the record.
+``download`` only permits fetching a missing data set: it is recorded in ``env.download`` but not part of the
+key (``--resume --download`` re-runs a job skipped for missing data under the same key).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+from rich.text import Text
+
+from suite.console import make_console
+from suite.errors import UsageError
+from suite.harness.execute import JobSpec, run_job
+from suite.harness.hparams import unknown_key_message
+from suite.harness.records import (append_record, base_env, job_key, job_slug, latest_by_key, make_record, now_iso,
+                                   ok_keys, read_records_file, records_path)
+from suite.harness.builders import Builder
+
+FAILED = ("oom", "diverged", "timeout", "error")
+ARTIFACTS_DIR = "artifacts"
+
+
+class Task(Protocol):
+    """What planning needs of a task (``suite.tasks.Task`` is one); the harness imports no task loader."""
+
+    name: str
+    family: str
+    job_builder: Builder | None
+
+    def job_config(self, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def declares(self, key: str) -> bool: ...
+
+    def default_attentions(self) -> list[str]: ...
+
+    def seq_lens(self, profile: str) -> list[int]: ...
+_STATUS_STYLE = {"ok": "green", "skipped": "yellow", "oom": "red", "diverged": "red", "timeout": "red",
+                 "error": "red"}
+
+
+def check_overrides(tasks: list[Task], overrides: dict[str, Any]) -> None:
+    """UsageError unless every override is a hyperparameter some of ``tasks`` declares, with a valid value there."""
+    for key, value in overrides.items():
+        declaring = [t for t in tasks if t.declares(key)]
+        if not declaring:
+            declared = {name: p for t in tasks if t.job_builder for name, p in t.job_builder.hparams.items()}
+            raise UsageError(f"--set {key}: {unknown_key_message(key, declared, 'the selected tasks')}")
+        for task in declaring:
+            problem = task.job_builder.hparams[key].problem(value)
+            if problem is not None:
+                raise UsageError(f"--set {key}={value!r}: expected {problem} (task {task.name})")
+
+
+def plan_jobs(tasks: list[Task], profile: str, attentions: list[str] | None = None, seeds: int = 1,
+              seq_lens: list[int] | None = None, overrides: dict[str, Any] | None = None) -> list[JobSpec]:
+    """Every job of ``tasks``: per task, its lengths x seeds x attentions (the task defaults unless given).
+
+    ``attentions`` must already be canonical specs. ``overrides`` set declared hyperparameters of the tasks that
+    declare them (``check_overrides``). Each task's builder checks its resolved hyperparameters here, before any
+    job runs (``Builder.check``); a ValueError becomes a UsageError naming the task. Duplicate jobs (same key)
+    appear once.
+    """
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    overrides = dict(overrides or {})
+    check_overrides(tasks, overrides)
+    jobs: dict[str, JobSpec] = {}
+    for task in tasks:
+        config = task.job_config(profile, overrides)
+        if task.job_builder is not None and task.job_builder.check is not None:
+            try:
+                task.job_builder.check(config["hparams"])
+            except ValueError as err:
+                raise UsageError(f"{task.name} ({profile}): {err}") from None
+        specs = attentions or task.default_attentions()
+        for seq_len in seq_lens or task.seq_lens(profile):
+            for seed in range(seeds):
+                for attention in specs:
+                    key = job_key(task.name, attention, profile, seed, seq_len, config)
+                    jobs.setdefault(key, JobSpec(task.name, task.family, attention, profile, seed, seq_len, config,
+                                                 key, task.job_builder))
+    return list(jobs.values())
+
+
+@dataclass
+class RunSummary:
+    """What a run did: the latest record of every planned job, and how many ran now, were reused or not run."""
+
+    out: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ran: int = 0
+    reused: int = 0
+    not_run: int = 0
+    interrupted: bool = False
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] in FAILED]
+
+    def skipped(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == "skipped"]
+
+
+def default_out_dir(name: str = "suite") -> Path:
+    """``results/runs/<timestamp>-<name>/`` (name: the task for ``run``, ``suite`` for a suite)."""
+    return Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+
+
+def _check_out_dir(out: Path, resume: bool) -> tuple[set[str], int]:
+    """(keys already ok, number of records) of OUT; UsageError if it holds records and resume is off."""
+    path = records_path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    try:
+        existing = read_records_file(path) if path.exists() else []
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if existing and not resume:
+        raise UsageError(f"{out} already holds {len(existing)} records; pass --resume to continue that run, "
+                         "or choose another --out")
+    return ok_keys(existing), len(existing)
+
+
+# -- the child process --------------------------------------------------------------------------------
+
+def _exit_when_parent_dies() -> None:
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        while parent is None or parent.is_alive():
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _child_main(conn, payload: dict[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops this process
+    os.environ.clear()
+    os.environ.update(payload["environ"])  # the parent's environment now (the forkserver's may be older)
+    with open(payload["log"], "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        _exit_when_parent_dies()
+        spec: JobSpec = payload["spec"]
+        try:
+            outcome = run_job(spec, payload["device"], payload["data_root"], download=payload["download"],
+                              artifacts_dir=payload["artifacts_dir"])
+        except Exception as err:  # noqa: BLE001 - still a record, not a hang
+            import traceback
+
+            outcome = {"status": "error", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
+                       "metrics": {}, "data": {"source": spec.config["data"]["source"], "substitute": None}, "env": {}}
+        if outcome.get("traceback"):
+            print(outcome["traceback"], file=sys.stderr, flush=True)
+        conn.send(outcome)
+        conn.close()
+
+
+_CONTEXT: Any = None
+
+
+def _mp_context():
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = multiprocessing.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "suite.harness.train", "suite.harness.execute"])
+    return _CONTEXT
+
+
+def start_job_server() -> None:
+    """Start the forkserver (it imports torch once) now, so that it loads while the parent plans the run."""
+    _mp_context()
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+def _died_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (the host may have run out of memory)" if name == "SIGKILL" else ""
+        return f"the job process died from {name}{hint}"
+    return f"the job process exited with code {exitcode} before reporting a result"
+
+
+def _run_in_child(payload: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    ctx = _mp_context()
+    reader, writer = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(writer, payload), name=f"job-{payload['spec'].key}")
+    outcome: dict[str, Any] | None = None
+    try:
+        proc.start()  # the first start waits for the forkserver to import torch: not the job's time
+        deadline = None if timeout is None else time.monotonic() + timeout
+        writer.close()
+        while outcome is None:
+            if reader.poll(0.2):
+                try:
+                    outcome = reader.recv()
+                except EOFError:
+                    proc.join(5)
+                    outcome = {"status": "error", "error": _died_message(proc.exitcode)}
+            elif deadline is not None and time.monotonic() > deadline:
+                outcome = {"status": "timeout", "error": f"the job ran past --job-timeout {timeout:g} s and was stopped"}
+            elif not proc.is_alive() and not reader.poll(0.5):
+                outcome = {"status": "error", "error": _died_message(proc.exitcode)}
+    finally:
+        if proc.pid is not None:  # started (a Ctrl-C may come before)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+        writer.close()
+        reader.close()
+    return outcome
+
+
+# -- the parent -----------------------------------------------------------------------------------------
+
+def _record(spec: JobSpec, outcome: dict[str, Any], env: dict[str, Any], started_at: str, wall: float) -> dict[str, Any]:
+    data = outcome.get("data") or {"source": spec.config["data"]["source"], "substitute": None}
+    return make_record(key=spec.key, task=spec.task, family=spec.family, attention=spec.attention,
+                       profile=spec.profile, seed=spec.seed, seq_len=spec.seq_len, status=outcome["status"],
+                       error=outcome.get("error"), metrics=outcome.get("metrics") or {}, config=spec.config, data=data,
+                       env={**env, **(outcome.get("env") or {})}, started_at=started_at, wall_s=round(wall, 3))
+
+
+def _main_metric_text(record: dict[str, Any]) -> str:
+    name = record["config"]["metric"]
+    value = record["metrics"].get(name)
+    return f"{name}={value:.4g}" if isinstance(value, (int, float)) else ""
+
+
+def _log_line(record: dict[str, Any], spec: JobSpec) -> Text:
+    line = Text()
+    line.append(f"{record['status']:<8}", style=_STATUS_STYLE[record["status"]])
+    line.append(f" {spec.label()}  {record['wall_s']:.1f}s  ")
+    line.append(_main_metric_text(record) if record["status"] == "ok" else (record["error"] or ""))
+    return line
+
+
+def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: str | None = None,
+             job_timeout: float | None = None, resume: bool = False, stop_on_skip: bool = False,
+             download: bool = False, console: Console | None = None) -> RunSummary:
+    """Run ``jobs`` one child process each, appending a record per finished job to ``OUT/records.jsonl``.
+
+    ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` ends the run at the first
+    ``skipped`` job (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to fetch a
+    missing data set. KeyboardInterrupt is absorbed: the summary says ``interrupted``.
+    """
+    console = console or make_console()
+    out = Path(out)
+    done, recorded_before = _check_out_dir(out, resume)
+    todo = [job for job in jobs if job.key not in done]
+    summary = RunSummary(out=out, reused=len(jobs) - len(todo))
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**base_env(), "download": bool(download)}
+    if summary.reused:
+        console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("starting", total=len(todo))
+        try:
+            for spec in todo:
+                progress.update(bar, description=spec.label())
+                record = _run_and_record(spec, out, device, data_root, job_timeout, env, download)
+                progress.console.print(_log_line(record, spec))
+                progress.advance(bar)
+                if stop_on_skip and record["status"] == "skipped":
+                    break
+        except KeyboardInterrupt:  # the job in flight was stopped and is not recorded; --resume runs it again
+            summary.interrupted = True
+        progress.update(bar, description="interrupted" if summary.interrupted else "done")
+    keys = {job.key for job in jobs}
+    path = records_path(out)
+    written = read_records_file(path) if path.exists() else []
+    summary.ran = len(written) - recorded_before
+    summary.records = [r for r in latest_by_key(written) if r["key"] in keys]
+    summary.not_run = len(keys - {r["key"] for r in summary.records})
+    if summary.interrupted:
+        console.print(f"interrupted: {summary.not_run} jobs not run; continue with --resume --out {out}")
+    return summary
+
+
+def _run_and_record(spec: JobSpec, out: Path, device: str, data_root: str | None, job_timeout: float | None,
+                    env: dict[str, Any], download: bool) -> dict[str, Any]:
+    """Run one job in a child process and append its record; its log file is removed when empty."""
+    log = out / "logs" / f"{spec.slug}.log"
+    payload = {"spec": spec, "device": device, "data_root": data_root, "environ": dict(os.environ),
+               "download": download, "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(), "log": str(log)}
+    started_at, start = now_iso(), time.monotonic()
+    outcome = _run_in_child(payload, job_timeout)
+    record = _record(spec, outcome, env, started_at, time.monotonic() - start)
+    append_record(out, record)
+    if log.exists() and log.stat().st_size == 0:
+        log.unlink()
+    return record
+
+
+def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data_root: str | None = None,
+                   resume: bool = False, download: bool = False, console: Console | None = None) -> RunSummary:
+    """The torchrun path: each rank runs every job here under DDP (gloo on CPU, nccl on GPU); rank 0 records."""
+    import torch.distributed as dist
+
+    from suite.harness.execute import resolve_device
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    resolved = resolve_device(device, local_rank)
+    if not dist.is_initialized():
+        backend = "nccl" if resolved.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            import torch
+
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend=backend)
+    console = console or make_console()
+    out = Path(out)
+    shared: list[Any] = [set(), None]  # rank 0 checks OUT and tells every rank what to skip, or why to stop
+    if rank == 0:
+        try:
+            shared[0] = _check_out_dir(out, resume)[0]
+        except UsageError as err:
+            shared[1] = str(err)
+    dist.broadcast_object_list(shared, src=0)
+    if shared[1] is not None:
+        dist.destroy_process_group()
+        raise UsageError(shared[1])
+    done = shared[0]
+    todo = [job for job in jobs if job.key not in done]
+    summary = RunSummary(out=out, reused=len(jobs) - len(todo))
+    env = {**base_env(), "download": bool(download)}
+    for spec in todo:
+        started_at, start = now_iso(), time.monotonic()
+        outcome = run_job(spec, resolved, data_root, rank=rank, world_size=world, download=download,
+                          artifacts_dir=(out / ARTIFACTS_DIR / spec.slug).resolve())
+        dist.barrier()
+        if rank == 0:
+            record = _record(spec, outcome, env, started_at, time.monotonic() - start)
+            append_record(out, record)
+            console.print(_log_line(record, spec))
+        summary.ran += 1
+    dist.barrier()
+    keys = {job.key for job in jobs}
+    summary.records = [r for r in latest_by_key(read_records_file(records_path(out))) if r["key"] in keys]
+    dist.destroy_process_group()
+    return summary
+
+
+def summary_table(summary: RunSummary) -> Table:
+    """Per task, attention and L: jobs, status counts and the mean main metric over ok seeds."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for record in summary.records:
+        groups.setdefault((record["task"], record["attention"], record["seq_len"]), []).append(record)
+    table = Table(title=f"summary: {summary.out}")
+    for name in ("task", "attention", "L", "seeds", "status", "main metric (mean over ok)"):
+        table.add_column(name, justify="right" if name in ("L", "seeds") else "left")
+    for (task, attention, seq_len), records in groups.items():
+        counts = Counter(r["status"] for r in records)
+        status = Text(", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+                      style="green" if set(counts) == {"ok"} else "red" if set(counts) & set(FAILED) else "yellow")
+        values = [r["metrics"].get(r["config"]["metric"]) for r in records if r["status"] == "ok"]
+        values = [v for v in values if isinstance(v, (int, float))]
+        metric = f"{records[0]['config']['metric']}={sum(values) / len(values):.4g}" if values else "-"
+        table.add_row(task, attention, str(seq_len), str(len(records)), status, metric)
+    return table
+
+
+def print_summary(summary: RunSummary, console: Console) -> None:
+    """The summary table, then one line per failed or skipped job with its error and log file."""
+    if summary.records:
+        console.print(summary_table(summary))
+    for record in summary.failed() + summary.skipped():
+        slug = job_slug(record["task"], record["attention"], record["seq_len"], record["seed"], record["key"])
+        log = summary.out / "logs" / f"{slug}.log"
+        where = f"  (log: {log})" if log.exists() else ""
+        console.print(Text(f"{record['status']}: {record['task']} {record['attention']} L={record['seq_len']} "
+                           f"seed={record['seed']}: {record['error']}{where}"))
+    counts = Counter(r["status"] for r in summary.records)
+    console.print(f"{len(summary.records)} jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                  + f" (ran {summary.ran} now, {summary.reused} already ok"
+                  + (f", {summary.not_run} not run" if summary.not_run else "")
+                  + f"); records in {records_path(summary.out)}")

@@ -1,0 +1,250 @@
+"""The one training and evaluation loop, used by every family (ViT, LRA, LM).
+
+``train_and_evaluate(job, ctx)`` trains ``job.model`` with AdamW for ``steps`` optimizer steps (or ``epochs``
+x ``job.steps_per_epoch``), with linear warm-up then the task's schedule (cosine by default), gradient
+clipping, and bf16 autocast on CUDA (``amp: none`` turns it off; the CPU always runs fp32). NaN or infinite
+training loss raises ``DivergedError``. Then it evaluates once and returns the metrics:
+
+- the task's own metrics from ``job.evaluate`` (accuracy, loss, bpb, ...) and ``job.extra_eval``;
+- ``train_loss``: mean training loss over the last 10% of steps (at least one);
+- ``train_samples_per_s``, ``train_tokens_per_s``: over every step but the first (which pays for allocation
+  and compilation), summed over ranks under DDP; ``train_s``: wall seconds of all steps;
+- ``infer_samples_per_s``, ``infer_tokens_per_s``, ``eval_s``: the evaluation pass under ``torch.no_grad()``;
+- ``peak_mem_bytes``: peak memory of training plus evaluation (see ``suite.harness.measure``);
+- ``params``: trainable and frozen parameters of the model; ``train_steps``; ``world_size`` under DDP, with
+  ``ddp_param_max_diff`` (largest difference between ranks of per-tensor parameter checksums, 0 when the
+  replicas agree).
+
+Under ``torchrun`` (``ctx.world_size > 1``, process group already initialised) the model is wrapped in
+``DistributedDataParallel``; the builder shards the training data by rank; rank 0 evaluates.
+Hyperparameters (from ``ctx.hparams``): those of ``suite.harness.hparams.TRAINING`` (steps | epochs, lr,
+weight_decay, betas, warmup_steps, schedule, min_lr_ratio, grad_clip, amp), whose declared defaults apply.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from contextlib import nullcontext
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from suite.harness.builders import BuildContext, Job
+from suite.harness.hparams import TRAINING, by_name, resolve
+from suite.harness.measure import Stopwatch, peak_memory_bytes, reset_peak_memory, synchronize
+
+_DIVERGENCE_CHECK_EVERY = 25
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based) of ``total``: linear warm-up, then decay."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        decay = 1.0 - progress
+    elif schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: cosine, linear, constant")
+    return min_ratio + (1.0 - min_ratio) * decay
+
+
+def to_device(batch: Any, device: str) -> Any:
+    """Move every tensor in a (nested) tuple, list or dict to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _first_tensor(batch: Any) -> torch.Tensor | None:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for value in values:
+        found = _first_tensor(value)
+        if found is not None:
+            return found
+    return None
+
+
+def default_count_batch(seq_len: int):
+    """(samples, tokens) of a batch: the first tensor's first dimension, times ``seq_len`` for tokens."""
+
+    def count(batch: Any) -> tuple[int, int]:
+        tensor = _first_tensor(batch)
+        if tensor is None or tensor.dim() == 0:
+            raise ValueError("cannot count a batch without a batched tensor; give the Job a count_batch")
+        return int(tensor.shape[0]), int(tensor.shape[0]) * seq_len
+
+    return count
+
+
+def _cycle(batches: Iterable) -> Iterator:
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training batches are empty")
+
+
+def resolve_steps(hparams: dict[str, Any], job: Job) -> int:
+    """Optimizer steps: ``steps``, or ``epochs`` x steps per epoch (``job.steps_per_epoch`` or len of the batches)."""
+    if "steps" in hparams:
+        return int(hparams["steps"])
+    if "epochs" in hparams:
+        per_epoch = job.steps_per_epoch
+        if per_epoch is None and hasattr(job.train_batches, "__len__"):
+            per_epoch = len(job.train_batches)  # type: ignore[arg-type]
+        if not per_epoch:
+            raise ValueError("the profile gives epochs but the job does not know its steps per epoch")
+        return max(1, math.ceil(float(hparams["epochs"]) * per_epoch))
+    raise ValueError("the profile gives neither steps nor epochs")
+
+
+def attention_backends(model: nn.Module) -> dict[str, str]:
+    """Attention spec -> the backend its modules actually ran (several joined by '+')."""
+    seen: dict[str, set[str]] = {}
+    for module in model.modules():
+        if hasattr(module, "backend_used") and hasattr(module, "spec"):
+            seen.setdefault(str(module.spec), set()).add(str(module.backend_used))
+    return {spec: "+".join(sorted(backends)) for spec, backends in seen.items()}
+
+
+def _autocast(device: str, hparams: dict[str, Any]):
+    if str(device).startswith("cuda") and hparams["amp"] == "bf16":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class _CountingBatches:
+    """Yields the eval batches on the device and counts samples and tokens."""
+
+    def __init__(self, batches: Iterable, device: str, count) -> None:
+        self.batches, self.device, self.count = batches, device, count
+        self.samples = self.tokens = 0
+
+    def __iter__(self) -> Iterator:
+        for batch in self.batches:
+            samples, tokens = self.count(batch)
+            self.samples += samples
+            self.tokens += tokens
+            yield to_device(batch, self.device)
+
+
+def _param_checksums(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.stack([torch.stack([p.double().sum(), p.double().square().sum()])
+                            for p in model.parameters()]).flatten()
+
+
+_TRAINING = by_name(TRAINING)
+
+
+def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
+    """Train ``job.model`` and evaluate it; returns the metrics (module docstring). Raises DivergedError."""
+    hp, device = resolve(ctx.hparams, _TRAINING), ctx.device
+    distributed = ctx.world_size > 1
+    count = job.count_batch or default_count_batch(ctx.seq_len)
+    total_steps = resolve_steps(hp, job)
+    warmup = int(hp["warmup_steps"])
+
+    model = job.model.to(device)
+    core = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [torch.device(device).index] if device.startswith("cuda") else None
+        model = DistributedDataParallel(model, device_ids=device_ids)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=float(hp["lr"]), betas=tuple(hp["betas"]),
+                                  weight_decay=float(hp["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, total_steps, warmup, hp["schedule"], float(hp["min_lr_ratio"])))
+    grad_clip = hp["grad_clip"]
+
+    reset_peak_memory(device)
+    model.train()
+    batches = _cycle(job.train_batches)
+    recent: deque[torch.Tensor] = deque(maxlen=max(1, total_steps // 10))
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    counted = [0, 0]  # samples, tokens of the timed steps (every step but the first, unless there is one)
+    synchronize(device)
+    started = timed_from = time.perf_counter()
+    for step in range(total_steps):
+        if step == 1:
+            synchronize(device)
+            timed_from, counted = time.perf_counter(), [0, 0]
+        batch = next(batches)
+        samples, tokens = count(batch)
+        counted = [counted[0] + samples, counted[1] + tokens]
+        batch = to_device(batch, device)
+        with _autocast(device, hp):
+            loss = job.loss_fn(model, batch)
+        loss_value = loss.detach().float()
+        nonfinite |= ~torch.isfinite(loss_value)
+        if ((step + 1) % _DIVERGENCE_CHECK_EVERY == 0 or step + 1 == total_steps) and bool(nonfinite):
+            raise DivergedError(f"training loss became NaN or infinite by step {step + 1} of {total_steps}")
+        recent.append(loss_value)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
+        optimizer.step()
+        scheduler.step()
+    synchronize(device)
+    finished = time.perf_counter()
+    timed_samples, timed_tokens, train_seconds = counted[0], counted[1], finished - timed_from
+
+    metrics: dict[str, float] = {"train_steps": total_steps, "train_s": finished - started,
+                                 "train_loss": float(torch.stack(list(recent)).mean())}
+    if distributed:
+        import torch.distributed as dist
+
+        totals = torch.tensor([timed_samples, timed_tokens], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        slowest = torch.tensor([train_seconds], dtype=torch.float64, device=device)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        timed_samples, timed_tokens, train_seconds = float(totals[0]), float(totals[1]), float(slowest)
+        sums = _param_checksums(core)
+        high, low = sums.clone(), sums.clone()
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        metrics["world_size"] = ctx.world_size
+        metrics["ddp_param_max_diff"] = float((high - low).abs().max())
+    metrics["train_samples_per_s"] = timed_samples / train_seconds
+    metrics["train_tokens_per_s"] = timed_tokens / train_seconds
+
+    if ctx.rank == 0:
+        core.eval()
+        counting = _CountingBatches(job.eval_batches, device, count)
+        with torch.no_grad(), _autocast(device, hp), Stopwatch(device) as eval_time:
+            task_metrics = job.evaluate(core, counting)
+        metrics.update({k: float(v) for k, v in task_metrics.items()})
+        metrics["eval_s"] = eval_time.seconds
+        metrics["infer_samples_per_s"] = counting.samples / eval_time.seconds
+        metrics["infer_tokens_per_s"] = counting.tokens / eval_time.seconds
+        if job.extra_eval is not None:
+            with _autocast(device, hp):
+                metrics.update({k: float(v) for k, v in job.extra_eval(core).items()})
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    metrics["peak_mem_bytes"] = peak_memory_bytes(device)
+    metrics["params"] = sum(p.numel() for p in core.parameters())
+    return metrics

@@ -1,0 +1,163 @@
+"""The LM family's builders: ``lm`` (train, evaluate, lm-eval) and ``lm-decode`` (decoding against L).
+
+``lm`` trains a DecoderLM on a corpus (``data: {source, tokenizer: byte|bpe, vocab_size}``, see
+``suite.data.text``) with random windows of ``seq_len`` tokens, and evaluates it on the validation split in
+non-overlapping windows (``eval_tokens`` caps the tokens scored): ``loss`` (nats/token), ``bpb``, ``ppl``.
+Afterwards, untimed: ``test_bpb`` / ``test_loss`` on the test split, lm-eval's metrics for ``lm_eval_tasks``
+(``lm_eval.<task>.<metric>``; local held-out tasks, or standard ones from the Hugging Face cache, fetched only
+with ``--download``), the decode benchmark at ``decode_lengths`` (``decode_ms_per_token_L<n>``,
+``prefill_ms_L<n>``, ``state_bytes_L<n>``), and the trained model saved to ``ARTIFACTS/checkpoint/`` (the job's
+artifacts folder, ``OUT/artifacts/<job>/``) for ``python -m suite.families.lm.eval_checkpoint``.
+
+``lm-decode`` is a measurement job: a DecoderLM of the task's size (random weights, or ``checkpoint``) on the
+job's device, then ``decode_benchmark`` at context length ``seq_len``: ``decode_ms_per_token``, ``prefill_ms``,
+``state_bytes``, ``decode_tokens_per_s``, ``peak_mem_bytes``, ``params``.
+
+The model's defaults are ``LMConfig``'s (one source); ``run_suite.py list --family lm --hparams`` lists all.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+from suite.data.text import encode_splits, load_text, random_windows, sequential_windows
+from suite.data.tokenizer import build_tokenizer
+from suite.families.lm.evaluate import evaluate_batches, heldout_metrics
+from suite.harness.builders import BuildContext, Job, register_builder
+from suite.harness.hparams import TRAINING, HParam
+from suite.harness.measure import DTYPES, torch_dtype
+from suite.models.lm import POS_EMB_KINDS, DecoderLM, LMConfig, next_token_loss
+
+_MODEL = LMConfig()
+MODEL_HPARAMS = (
+    HParam("dim", "int", _MODEL.dim, "model width", low=1),
+    HParam("depth", "int", _MODEL.depth, "decoder blocks", low=1),
+    HParam("heads", "int", _MODEL.heads, "attention heads", low=1),
+    HParam("mlp_ratio", "float", _MODEL.mlp_ratio, "MLP width / model width", low=0, low_open=True),
+    HParam("pos_emb", "str", _MODEL.pos_emb, "position embedding (none: the mixers carry order)",
+           choices=POS_EMB_KINDS),
+    HParam("dropout", "float", _MODEL.dropout, "dropout rate", low=0, high=1, high_open=True),
+)
+LM_HPARAMS = (
+    *TRAINING, *MODEL_HPARAMS,
+    HParam("eval_tokens", "int", None, "validation/test tokens scored (default: the whole split)", low=1),
+    HParam("lm_eval_tasks", "strs", [], "lm-eval tasks run after training (local suite_heldout_* or standard ones)"),
+    HParam("lm_eval_limit", "int", None, "documents per lm-eval task (default: all)", low=1),
+    HParam("decode_lengths", "ints", None, "context lengths of the decode benchmark after training", low=1),
+    HParam("decode_new_tokens", "int", 16, "tokens decoded per context length", low=1),
+)
+DECODE_HPARAMS = (
+    *MODEL_HPARAMS,
+    HParam("checkpoint", "str", None, "a checkpoint folder to decode with (default: random weights)"),
+    HParam("vocab_size", "int", 257, "vocabulary of the random-weight model", low=2),
+    HParam("dtype", "str", "float32", "model dtype", choices=tuple(DTYPES)),
+    HParam("batch_size", "int", 1, "sequences decoded at once", low=1),
+    HParam("new_tokens", "int", 32, "tokens decoded after the context (the timed steps)", low=1),
+    HParam("prefill_repeats", "int", 3, "timed prefills (the median is kept)", low=1),
+)
+
+
+class RandomWindowBatches:
+    """An endless stream of training batches (x, y) int64 [batch_size, seq_len] from random windows."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int) -> None:
+        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield random_windows(self.tokens, self.seq_len, self.batch_size, self.generator)
+
+
+def model_config(hp: dict[str, Any], attention: str, vocab_size: int, seq_len: int) -> LMConfig:
+    """The DecoderLM of the job: the declared model hyperparameters, ``attention`` as every block's mixer."""
+    options = {p.name: hp[p.name] for p in MODEL_HPARAMS if p.name in hp}
+    return LMConfig(attention=attention, vocab_size=vocab_size, max_seq_len=max(seq_len, 1024), **options)
+
+
+def _check_lm(hparams: dict[str, Any]) -> None:
+    if hparams.get("lm_eval_tasks"):
+        from suite.families.lm.lm_eval_run import check_task_names
+
+        check_task_names(hparams["lm_eval_tasks"])
+
+
+@register_builder("lm", LM_HPARAMS, "train a causal decoder LM with the job's attention as its mixer",
+                  check=_check_lm)
+def build_lm_job(ctx: BuildContext) -> Job:
+    hp, data = ctx.hparams, ctx.data
+    download = ctx.download or bool(data.get("download"))
+    source = data.get("source", "kjv")
+    corpus = load_text(source, ctx.data_root, download)
+    tokenizer = build_tokenizer(data.get("tokenizer", "byte"), corpus.splits["train"], int(data.get("vocab_size", 4096)))
+    tokens = encode_splits(corpus, tokenizer)
+    train = tokens["train"]
+    if ctx.world_size > 1:  # each rank samples windows from its own contiguous shard
+        shard = train.numel() // ctx.world_size
+        train = train[ctx.rank * shard:(ctx.rank + 1) * shard + ctx.seq_len + 1]
+    model = DecoderLM(model_config(hp, ctx.attention, tokenizer.vocab_size, ctx.seq_len))
+    eval_bs = int(hp.get("eval_batch_size") or hp["batch_size"])
+    max_eval = hp.get("eval_tokens")
+    val_batches = list(sequential_windows(tokens["val"], ctx.seq_len, eval_bs, max_eval))
+    bytes_per_token = {s: len(corpus.splits[s]) / max(1, tokens[s].numel()) for s in ("val", "test")}
+
+    def evaluate(net: Any, batches: Any) -> dict[str, float]:
+        return evaluate_batches(net, batches, bytes_per_token["val"])
+
+    def extra_eval(net: DecoderLM) -> dict[str, float]:
+        test = heldout_metrics(net, tokens["test"], len(corpus.splits["test"]), ctx.seq_len, eval_bs, max_eval)
+        metrics = {"test_loss": test["loss"], "test_bpb": test["bpb"]}
+        if hp.get("lm_eval_tasks"):
+            from suite.families.lm.lm_eval_run import flatten_metrics, run_lm_eval
+
+            result = run_lm_eval(net, tokenizer, hp["lm_eval_tasks"], source=source, data_root=ctx.data_root,
+                                 limit=hp.get("lm_eval_limit"), max_length=ctx.seq_len, batch_size=eval_bs,
+                                 download=download)
+            metrics.update(flatten_metrics(result["results"]))
+        if hp.get("decode_lengths"):
+            from suite.families.lm.decode_bench import decode_benchmark
+
+            for row in decode_benchmark(net, hp["decode_lengths"], int(hp["decode_new_tokens"])):
+                if row["status"] == "ok":
+                    for name in ("decode_ms_per_token", "prefill_ms", "state_bytes"):
+                        metrics[f"{name}_L{row['context_len']}"] = row[name]
+        if ctx.artifacts_dir is not None and ctx.rank == 0:
+            from suite.families.lm.checkpoint import save_checkpoint
+
+            save_checkpoint(ctx.artifacts_dir / "checkpoint", net, tokenizer,
+                            {"task": ctx.task, "attention": ctx.attention, "seq_len": ctx.seq_len, "seed": ctx.seed,
+                             "profile": ctx.profile, "data": corpus.record})
+        return metrics
+
+    info = {**corpus.record, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+            "train_tokens": int(tokens["train"].numel())}
+    train_batches = RandomWindowBatches(train, ctx.seq_len, int(hp["batch_size"]), 1000 + ctx.seed + ctx.rank)
+    return Job(data_info=info, model=model, train_batches=train_batches, loss_fn=next_token_loss,
+               eval_batches=val_batches, evaluate=evaluate, extra_eval=extra_eval)
+
+
+@register_builder("lm-decode", DECODE_HPARAMS, "decoding speed and state size of a decoder LM after L tokens")
+def build_lm_decode_job(ctx: BuildContext) -> Job:
+    hp = ctx.hparams
+
+    def measure() -> dict[str, Any]:
+        from suite.families.lm.decode_bench import decode_benchmark
+
+        if hp.get("checkpoint"):
+            from suite.families.lm.checkpoint import load_checkpoint
+
+            model = load_checkpoint(hp["checkpoint"], ctx.device)[0]
+        else:
+            model = DecoderLM(model_config(hp, ctx.attention, int(hp["vocab_size"]), ctx.seq_len))
+        model = model.to(device=ctx.device, dtype=torch_dtype(hp["dtype"]))
+        (row,) = decode_benchmark(model, [ctx.seq_len], int(hp["new_tokens"]), int(hp["batch_size"]),
+                                  prefill_repeats=int(hp["prefill_repeats"]))
+        job.backends[ctx.attention] = f"prefill={row.get('prefill_backend')},step={row.get('step_backend')}"
+        if row["status"] == "oom":
+            raise torch.OutOfMemoryError(row["error"])
+        keys = ("decode_ms_per_token", "prefill_ms", "state_bytes", "decode_tokens_per_s", "peak_mem_bytes")
+        return {**{k: float(row[k]) for k in keys}, "params": float(sum(p.numel() for p in model.parameters()))}
+
+    job = Job(data_info={"source": "random-tokens", "substitute": False}, measure=measure)
+    return job

@@ -1,0 +1,86 @@
+"""The LRA family (builder ``lra``): one Long Range Arena task (``suite.data.lra``) + the LRA encoder
+(``suite.models.lra``) -> a training job.
+
+Task data section: ``{source: lra-<task>, task: listops|text|retrieval|image|pathfinder|pathx}``. ListOps,
+Text and Retrieval take L = the job's seq_len as their maximum length (Retrieval: per document); the pixel
+tasks have a fixed L (1024, 1024, 16384) and reject another. Evaluation: ``accuracy`` and mean cross-entropy
+``loss`` on ``eval_split``. The model's defaults are ``LRAConfig``'s (one source); ``run_suite.py list
+--family lra --hparams`` lists every hyperparameter.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from suite.data.batching import SeededBatches
+from suite.data.lra import PIXEL_TASKS, load_lra
+from suite.families.classifier import evaluate_classifier
+from suite.harness.builders import BuildContext, Job, register_builder
+from suite.harness.hparams import TRAINING, HParam
+from suite.models.lra import LRAClassifier, LRAConfig, LRADualClassifier
+
+_MODEL = LRAConfig(vocab_size=1, num_classes=2, max_len=1)  # the model defaults, declared below from one source
+
+HPARAMS = (
+    *TRAINING,
+    HParam("dim", "int", _MODEL.dim, "model width", low=1),
+    HParam("depth", "int", _MODEL.depth, "encoder blocks", low=1),
+    HParam("heads", "int", _MODEL.heads, "attention heads", low=1),
+    HParam("mlp_dim", "int", _MODEL.mlp_dim, "hidden width of the blocks' MLP and of the head", low=1),
+    HParam("dropout", "float", _MODEL.dropout, "dropout rate", low=0, high=1, high_open=True),
+    HParam("pool", "str", _MODEL.pool, "classify from a prepended CLS token or the mean of the tokens",
+           choices=("cls", "mean")),
+    HParam("pos_emb", "str", _MODEL.pos_emb, "position embedding", choices=("learned", "sinusoidal")),
+    HParam("num_train", "int", None, "training examples (a fixed subset; default: all)", low=1),
+    HParam("num_eval", "int", None, "evaluation examples (a fixed subset; default: all)", low=1),
+    HParam("eval_split", "str", "val", "the split evaluated", choices=("val", "test")),
+)
+
+
+def _logits_and_labels(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    if "tokens2" in batch:
+        return model(batch["tokens"], batch["mask"], batch["tokens2"], batch["mask2"]), batch["labels"]
+    return model(batch["tokens"], batch["mask"]), batch["labels"]
+
+
+def lra_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of one batch {'tokens', 'mask', 'labels'[, 'tokens2', 'mask2']}."""
+    return F.cross_entropy(*_logits_and_labels(model, batch))
+
+
+def lra_evaluate(model, batches) -> dict[str, float]:
+    """Top-1 ``accuracy`` and mean cross-entropy ``loss`` over the evaluation batches."""
+    return evaluate_classifier(model, batches, _logits_and_labels)
+
+
+@register_builder("lra", HPARAMS, "a Long Range Arena task with the LRA Transformer encoder (dual for Retrieval)")
+def build_lra_job(ctx: BuildContext) -> Job:
+    hp: dict[str, Any] = ctx.hparams
+    task = ctx.data["task"]
+    max_len = None if task in PIXEL_TASKS else ctx.seq_len
+    common = dict(data_root=ctx.data_root, max_len=max_len, seed=0, progress=ctx.rank == 0)
+    if task in PIXEL_TASKS and ctx.seq_len != PIXEL_TASKS[task] ** 2:
+        raise ValueError(f"{ctx.task}: sequences are {PIXEL_TASKS[task] ** 2} pixels long; seq_len "
+                         f"{ctx.seq_len} is not available for this task")
+    train = load_lra(task, "train", num_examples=hp.get("num_train"), **common)
+    evald = load_lra(task, hp["eval_split"], num_examples=hp.get("num_eval"), **common)
+    cfg = LRAConfig(vocab_size=train.vocab_size, num_classes=train.num_classes, max_len=train.seq_len,
+                    dim=hp["dim"], depth=hp["depth"], heads=hp["heads"], mlp_dim=hp["mlp_dim"],
+                    dropout=float(hp["dropout"]), pool=hp["pool"], pos_emb=hp["pos_emb"])
+    model = (LRADualClassifier if train.tokens2 is not None else LRAClassifier)(ctx.attention, cfg)
+    batch_size = int(hp["batch_size"])
+    train_batches = SeededBatches(train.batch, len(train), batch_size, True, ctx.seed, ctx.rank, ctx.world_size)
+    eval_batches = SeededBatches(evald.batch, len(evald), int(hp.get("eval_batch_size") or batch_size), False)
+    docs = 2 if train.tokens2 is not None else 1
+
+    def count_batch(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+        n = len(batch["labels"])
+        return n, n * train.seq_len * docs
+
+    info = train.describe()
+    info.update(eval_split=evald.split, eval_examples=len(evald), eval_source=evald.source)
+    return Job(model=model, train_batches=train_batches, loss_fn=lra_loss, eval_batches=eval_batches,
+               evaluate=lra_evaluate, count_batch=count_batch, steps_per_epoch=len(train_batches),
+               data_info=info)
