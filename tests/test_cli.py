@@ -28,7 +28,9 @@ def workdir(tmp_path, monkeypatch):
         '{"key": "k", "task": "tiny", "family": "test", "attention": "softmax", "profile": "smoke", "seed": 0, '
         '"seq_len": 8, "status": "ok", "error": null, "metrics": {"accuracy": 0.5}, "config": {"metric": "accuracy", '
         '"direction": "max"}, "data": {"source": "x", "substitute": false}, "env": {}, "started_at": "t", "wall_s": 1}\n')
-    (tmp_path / "bad.jsonl").write_text('{"key": "a", "status": "ok"}\n{"key": \n{"key": "b", "status": "ok"}\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    good = (run / "records.jsonl").read_text()
+    (tmp_path / "bad.jsonl").write_bytes(b'{"key": "a", "status": "ok"}\n{"key": \n' + good.encode() + b"\xff\n")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -57,12 +59,26 @@ MISUSES = [
     (["compare", "no-such-run"], "no-such-run: no such file or directory"),
     (["compare", "run", "--metric", "nope"], "no record has metric 'nope'; metrics in these runs: accuracy"),
     (["compare", "run", "--format", "xml"], "invalid choice: 'xml'"),
-    (["compare", "bad.jsonl"], "bad.jsonl:2: not a JSON record"),
+    (["compare", "empty.jsonl"], "empty.jsonl: no records"),
     (["report", "no-such-run"], "no-such-run: not a run directory"),
     (["data"], "the following arguments are required: ACTION"),
     (["data", "generate", "lra-nope", "--out", "x"], "invalid choice: 'lra-nope'"),
     (["data", "generate", "lra-listops"], "the following arguments are required: --out"),
     (["data", "generate", "lra-listops", "--out", "lo", "--min-length", "90", "--max-length", "10"], "lra-listops"),
+    (["run", "kernels-op", "--attn", "ea:order=3"], "order must be a non-negative even integer"),
+    (["run", "kernels-op", "--attn", "ea:order=-2"], "order must be a non-negative even integer"),
+    (["run", "kernels-op", "--attn", "ea:order=abc"], "option order='abc' must be an integer"),
+    (["run", "kernels-op", "--attn", "ea:order=2.0"], "option order=2.0 must be an integer"),
+    (["run", "kernels-op", "--attn", "ea:backend=nosuch"], "unknown backend 'nosuch' for ea"),
+    (["run", "kernels-op", "--attn", "softmax:backend=../../x"], "unknown backend '../../x' for softmax"),
+    (["run", "kernels-op", "--attn", "ea:order=2,order=4"], "option 'order' is given twice"),
+    (["run", "kernels-op", "--seeds", "100000000"], "the plan has"),
+    (["run", "kernels-op", "--out", ""], "expected a directory, got an empty string"),
+    (["run", "kernels-op", "--set", "repeatz=3"], "did you mean 'repeats'?"),
+    (["run", "kernels-op", "--set", "repeats=-1"], "expected an integer >= 1"),
+    (["run", "kernels-op", "--set", "repeats"], "expected key=value"),
+    (["run", "kernels-op", "--set", "lr=1e-3"], "unknown hyperparameter 'lr'"),
+    (["list", "--family", "nosuch"], "unknown family 'nosuch'"),
 ]
 if not torch.cuda.is_available():
     MISUSES.append((["run", "kernels-op", "--device", "cuda"], "torch sees no CUDA device"))
@@ -74,6 +90,60 @@ def test_every_misuse_exits_2_with_a_one_line_message(workdir, capsys, argv, mes
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["compare"], ["compare", "--format", "csv"]])
+def test_readers_skip_unusable_record_lines_with_one_warning_each_and_go_on(workdir, capsys, command):
+    assert main([*command, "bad.jsonl"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 3 and "bad.jsonl:1: not a complete result record" in warnings[0]
+    assert "bad.jsonl:2: not a JSON record" in warnings[1] and "bad.jsonl:4: not UTF-8" in warnings[2]
+    assert "tiny" in captured.out and "Traceback" not in captured.err
+
+
+TINY_TASK_LINES = {
+    "typo'd hyperparameter": ("  cpu: {steps: 4}", "  cpu: {stepz: 4}",
+                              "unknown hyperparameter 'stepz' for builder 'test-tiny' (did you mean 'steps'?)"),
+    "infinite number": ("lr: 0.01", "lr: .inf", "'.inf' is not a finite number"),
+    "duplicate key": ("seq_len: [8]", "seq_len: [8]\nseq_len: [16]", "the key 'seq_len' is given twice"),
+    "renamed key": ("batch_size: 8", "batch: 8", "'batch' was renamed 'batch_size'"),
+    "bad default attention": ("attentions: [softmax]", "attentions: ['ea:order=3']",
+                              "order must be a non-negative even integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(TINY_TASK_LINES))
+@pytest.mark.parametrize("command", [["list"], ["run", "tiny"]])
+def test_a_bad_task_file_stops_every_command_before_any_job_in_one_line(workdir, capsys, case, command):
+    old, new, message = TINY_TASK_LINES[case]
+    path = workdir / "tasks" / "test" / "tiny.yaml"
+    text = (workdir / "tasks" / "test" / "tiny-nodata.yaml").read_text().replace("tiny-nodata", "tiny")
+    assert old in text
+    path.write_text(text.replace(old, new))
+    code = main([*command, "--out", "never"] if command[0] == "run" else command)
+    err = capsys.readouterr().err
+    if case == "bad default attention" and command == ["list"]:
+        assert code == 0  # listing shows the task; planning its jobs refuses the spec
+        return
+    assert code == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert not (workdir / "never").exists()
+
+
+@pytest.mark.parametrize("content,message", [(b"name: tiny\n# caf\xe9\n", "not UTF-8 text"),
+                                             (b"x: " + b"[" * 20000 + b"]" * 20000 + b"\n", "nested too deeply")])
+def test_an_unreadable_task_file_is_one_line_in_every_command(workdir, capsys, content, message):
+    (workdir / "tasks" / "test" / "tiny.yaml").write_bytes(content)
+    for command in (["list"], ["run", "tiny"], ["suite", "--tasks", "tiny"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+def test_a_multi_option_attention_spec_is_one_attention(workdir, capsys):
+    assert main(["run", "kernels-op", "--attn", "ea:order=2,qk_norm=false", "--seq-len", "16", "--out", "multi"]) == 0
+    (record,) = read_records(workdir / "multi")
+    assert record["attention"] == "ea:order=2,qk_norm=False"
 
 
 def test_a_broken_task_file_is_a_usage_error_naming_file_and_field(workdir, capsys):

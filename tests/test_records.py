@@ -1,10 +1,12 @@
 """The results store: record schema, stable keys, append + fsync, torn last lines, latest record per key."""
+import errno
 import json
+import os
 
 import pytest
 
-from suite.harness.records import (RECORD_FIELDS, append_record, base_env, job_key, latest_by_key, make_record,
-                                   ok_keys, read_records)
+from suite.harness.records import (RECORD_FIELDS, RecordsWriteError, append_record, base_env, job_key, latest_by_key,
+                                   make_record, ok_keys, read_records)
 
 CONFIG = {"builder": "kernels", "metric": "fwd_ms", "direction": "min", "data": {"source": "random-normal"},
           "hparams": {"batch": 1, "modes": ["fwd"]}}
@@ -62,14 +64,50 @@ def test_torn_last_line_is_skipped_on_read(tmp_path):
     assert [r["key"] for r in read_records(path)] == ["a"]
 
 
-def test_bad_line_before_the_last_is_an_error_naming_file_and_line(tmp_path):
+@pytest.mark.parametrize("bad,why", [
+    ('{"key": "b", "sta', "not a JSON record"),
+    ('{"key": "b", "status": "ok"}', "not a complete result record (missing or wrong: task, family"),
+    ('[1, 2]', "not a JSON object"),
+    (json.dumps({**record("b"), "status": "crashed"}), "unknown status 'crashed'"),
+    (json.dumps({**record("b"), "config": {}}), "its config names no metric and direction"),
+])
+def test_an_unusable_line_is_skipped_with_one_warning_naming_file_and_line(tmp_path, capsys, bad, why):
     path = tmp_path / "records.jsonl"
     append_record(path, record("a"))
     with open(path, "a") as f:
-        f.write('{"key": "b", "sta\n')
+        f.write(bad + "\n")
     append_record(path, record("c"))
-    with pytest.raises(ValueError, match=r"records.jsonl:2: not a JSON record"):
-        read_records(path)
+    assert [r["key"] for r in read_records(path)] == ["a", "c"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}:2: {why}" in err and "line skipped" in err
+
+
+def test_a_line_that_is_not_utf8_is_skipped_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "records.jsonl"
+    append_record(path, record("a"))
+    with open(path, "ab") as f:
+        f.write(b'{"key": "\xff\xfe"}\n')
+    append_record(path, record("c"))
+    assert [r["key"] for r in read_records(path)] == ["a", "c"]
+    assert f"{path}:2: not UTF-8" in capsys.readouterr().err
+
+
+def test_a_failed_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "records.jsonl"
+    append_record(path, record("a"))
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def full_disk(fd):  # the write reached the file, then the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(RecordsWriteError, match="No space left on device"):
+        append_record(path, record("b"))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert path.read_bytes() == before
+    append_record(path, record("c"))
+    assert [r["key"] for r in read_records(path)] == ["a", "c"]
 
 
 def test_append_after_a_torn_tail_cuts_the_torn_record_off(tmp_path):

@@ -1,6 +1,7 @@
 """The suite runner: outcome classification, isolation of failures, resume after a kill, Ctrl-C."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,14 +149,126 @@ def test_suite_resumes_after_being_killed_without_losing_or_duplicating_records(
     assert "already ok" in resumed.stdout
 
 
-def test_ctrl_c_stops_after_recording_the_jobs_that_finished(tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["ctrl-c", "sigterm", "sighup"])
+def test_a_stop_signal_ends_the_suite_after_recording_the_jobs_that_finished(tmp_path, sig, code):
     write_tiny_task(tmp_path / "tasks", name="slow", smoke="{steps: 1, sleep: 1.5}")
     out = tmp_path / "run"
     proc = start_suite(tmp_path, out)
     wait_for_records(out, 1, proc)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # what Ctrl-C in a terminal sends: the whole foreground group
+    else:
+        os.kill(proc.pid, sig)  # a scheduler's stop, a closed terminal: the suite's own process
     output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, output
-    assert "interrupted" in output and "--resume" in output and "Traceback" not in output
+    assert proc.returncode == code, output
+    assert f"interrupted by {signal.Signals(sig).name}" in output and "--resume" in output
+    assert "Traceback" not in output
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert 1 <= len(records) < 4 and all(r["status"] == "ok" for r in records)
+
+
+def test_a_cpu_allocation_failure_is_recorded_as_oom():
+    outcome = run_job(spec_with(hparams={"inject": {"8": "cpu-oom"}}), "cpu")
+    assert outcome["status"] == "oom" and "can't allocate memory" in outcome["error"]
+
+
+def test_a_job_the_oom_killer_ends_is_recorded_as_oom(tmp_path, tiny_plugins, monkeypatch):
+    from suite.harness import runner
+
+    counts = iter([0, 1])  # the cgroup's oom_kill count rises while the job runs
+    monkeypatch.setattr(runner, "oom_kill_count", lambda: next(counts))
+    (record,) = run_jobs(tiny_jobs_for(tmp_path, '{steps: 1, inject: {"8": crash}}', [8]), tmp_path / "out",
+                         console=quiet()).records
+    assert record["status"] == "oom" and "OOM killer" in record["error"]
+
+
+def test_a_job_killed_otherwise_stays_an_error(tmp_path, tiny_plugins, monkeypatch):
+    from suite.harness import runner
+
+    monkeypatch.setattr(runner, "oom_kill_count", lambda: 0)
+    (record,) = run_jobs(tiny_jobs_for(tmp_path, '{steps: 1, inject: {"8": crash}}', [8]), tmp_path / "out",
+                         console=quiet()).records
+    assert record["status"] == "error" and "SIGKILL" in record["error"]
+
+
+def test_the_error_of_a_job_is_its_root_exception_in_one_line():
+    from suite.harness.execute import one_line
+
+    worker = ValueError("Caught ValueError in DataLoader worker process 5.\nOriginal Traceback (most recent call "
+                        "last):\n  File \"x.py\", line 1, in f\n    g()\nValueError: bits must be between or "
+                        "equal to 1 and 8\n")
+    assert one_line(worker) == ("ValueError: bits must be between or equal to 1 and 8 "
+                                "(Caught ValueError in DataLoader worker process 5)")
+    assert one_line(RuntimeError("two\nlines")) == "RuntimeError: two lines"
+    assert len(one_line(RuntimeError("x" * 2000))) == 500
+
+
+def test_a_plan_too_large_to_be_meant_is_refused_before_it_is_built(tmp_path, tiny_plugins):
+    task = load_task_file(write_tiny_task(tmp_path))
+    with pytest.raises(UsageError, match="the plan has 100,000,000 jobs"):
+        plan_jobs([task], "smoke", seeds=100_000_000)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs at tmp_path/disk (root only; the test says so and skips where it cannot mount)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({(mounted.stderr or mounted.stdout).strip()}); the full-disk "
+                    "test needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_loses_no_finished_record_tears_none_and_resume_completes(tmp_path, tiny_plugins, small_disk):
+    out = small_disk / "run"
+    filler = small_disk / "filler"
+    # three jobs save 300 KB each; the fourth's artifact no longer fits: a warning, its record still ok
+    first = run_jobs(tiny_jobs_for(tmp_path, "{steps: 1, artifact_kb: 300}", [8, 9, 10, 11]), out,
+                     console=quiet(), min_free_bytes=0)
+    assert [r["status"] for r in first.records] == ["ok"] * 4 and not first.stopped
+    warned = [r for r in first.records if r["env"].get("warnings")]
+    assert len(warned) >= 1 and "No space left on device" in warned[-1]["env"]["warnings"][0]
+    assert not list(small_disk.rglob(".blob.partial-*"))  # no half-written artifact is left behind
+    recorded = (out / "records.jsonl").read_bytes()
+    # the next job fills the disk (as another process might): its record cannot be written, the run stops
+    jobs = tiny_jobs_for(tmp_path, f'{{steps: 1, inject: {{"12": "fill:{filler}"}}}}', [8, 9, 10, 11, 12, 13])
+    jobs = [j for j in jobs if j.seq_len >= 12]
+    stopped = run_jobs(jobs, out, console=quiet(), resume=True, min_free_bytes=0)
+    assert stopped.stopped and "No space left on device" in stopped.stopped
+    now = (out / "records.jsonl").read_bytes()
+    assert now.startswith(recorded) and now.endswith(b"\n")  # every earlier record kept as it was, none torn
+    assert all(json.loads(line)["status"] == "ok" for line in now[len(recorded):].splitlines())
+    filler.write_bytes(b"")  # space is freed (the file stays, so the job does not fill the disk again)
+    for folder in (out / "artifacts").iterdir():
+        shutil.rmtree(folder)
+    resumed = run_jobs(jobs, out, console=quiet(), resume=True, min_free_bytes=0)
+    assert [r["status"] for r in resumed.records] == ["ok", "ok"] and not resumed.stopped
+    keys = [r["key"] for r in read_records(out)]
+    assert len(keys) == len(set(keys)) == 6  # nothing lost, nothing twice
+
+
+@pytest.mark.parametrize("out,message", [
+    ("", "expected a directory, got an empty string"),
+    ("afile/run", "cannot create or write there"),
+    ("/proc/ea-suite-run", "cannot create or write there"),
+    ("x" * 300, "cannot create or write there (File name too long)"),
+])
+def test_an_unusable_out_exits_2_in_one_line_before_any_job(tmp_path, capsys, monkeypatch, out, message):
+    from suite.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a regular file")
+    assert main(["run", "kernels-op", "--attn", "softmax", "--seq-len", "16", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_a_disk_without_room_is_refused_before_any_job(tmp_path, tiny_plugins):
+    jobs = tiny_jobs_for(tmp_path, "{steps: 1}", [8])
+    with pytest.raises(UsageError, match="MiB free on its disk"):
+        run_jobs(jobs, tmp_path / "out", console=quiet(), min_free_bytes=1 << 60)

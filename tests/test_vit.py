@@ -311,3 +311,56 @@ def test_the_suites_vit_builds_each_attention_as_its_own_spec_does():
     assert ea.blocks[0].attn.inner.qkv.bias is not None
     assert isinstance(ea.blocks[0].attn.inner.q_norm, torch.nn.RMSNorm)
     assert linear.blocks[0].attn.inner.qkv.bias is None
+
+
+def _full_profile_train_transform():
+    from suite.data.images import timm_transforms
+
+    task = load_task_file(TASKS_ROOT / "vit" / "vit-fashion-mnist.yaml")
+    hp = task.job_config("full")["hparams"]
+    assert hp["augment"] == "deit" and hp["randaugment"] == "rand-m9-mstd0.5-inc1"
+    train_tf, _ = timm_transforms(28, (0.1307,), (0.3081,), augment=True, interpolation=hp["interpolation"],
+                                  crop_scale=tuple(hp["crop_scale"]), hflip=hp["hflip"],
+                                  color_jitter=hp["color_jitter"], randaugment=hp["randaugment"], reprob=hp["reprob"])
+    return train_tf
+
+
+def test_posterize_to_zero_bits_gives_a_black_image_instead_of_an_error():
+    from PIL import Image
+
+    ops = [op for step in _full_profile_train_transform().transforms for op in getattr(step, "ops", [])
+           if op.name.startswith("Posterize")]
+    assert ops, "the full profile's RandAugment has a posterize op"
+    image = Image.fromarray(np.full((28, 28, 3), 200, dtype=np.uint8))
+    black = ops[0].aug_fn(image, 0)  # Pillow 13's ImageOps.posterize raises for 0 bits
+    assert np.asarray(black).max() == 0 and black.size == image.size and black.mode == image.mode
+    assert np.asarray(ops[0].aug_fn(image, 8)).min() == 200
+
+
+def test_the_full_profile_transform_survives_thousands_of_images_including_zero_bit_posterize():
+    import random
+
+    from PIL import Image
+
+    transform = _full_profile_train_transform()
+    zero_bits = []
+    for step in transform.transforms:
+        for op in getattr(step, "ops", []):
+            if op.name.startswith("Posterize"):
+                guarded = op.aug_fn
+
+                def counting(img, bits, _guarded=guarded, **kw):
+                    if bits <= 0:
+                        zero_bits.append(bits)
+                    return _guarded(img, bits, **kw)
+
+                op.aug_fn = counting
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        image = Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).convert("RGB")
+        out = transform(image)
+        assert out.shape == (3, 28, 28) and torch.isfinite(out).all()
+    assert zero_bits, "3000 seeded images reach the 0-bit posterize (about 0.2% of images do)"

@@ -3,8 +3,11 @@
 The job classifies random sequences x [N, L, 4] by the sign of their summed first feature with a one-layer
 model around a registry attention. Hyperparameters steer it: ``sleep`` (seconds before building),
 ``inject`` ({"<seq_len>": what}) makes the job at that L fail: ``missing`` (DataMissingError), ``error``,
-``oom`` (torch.OutOfMemoryError), ``diverge`` (NaN loss), ``hang`` (sleeps an hour), ``crash`` (the process
-kills itself with SIGKILL), ``once:<path>`` (an error the first time, when <path> does not exist yet).
+``oom`` (torch.OutOfMemoryError), ``cpu-oom`` (a real CPU allocation failure: torch asked for 2^60 bytes),
+``diverge`` (NaN loss), ``hang`` (sleeps an hour), ``crash`` (the process kills itself with SIGKILL),
+``once:<path>`` (an error the first time, when <path> does not exist yet), ``fill:<path>`` (writes <path> until
+the disk is full, when it does not exist yet). ``artifact_kb`` writes a file of
+that size to the job's artifacts folder after training (atomically, as real jobs save checkpoints).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import nn
 
 from suite.attention import build_attention
 from suite.data import DataMissingError
+from suite.harness.artifacts import atomic_folder
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
 
@@ -64,6 +68,7 @@ TINY_HPARAMS = (
     HParam("inject", "mapping", None, "{seq_len: fault} to inject"),
     HParam("train_size", "int", 32, "training examples", low=1),
     HParam("substitute", "bool", False, "mark the data as a substitute"),
+    HParam("artifact_kb", "int", 0, "KB written to the artifacts folder after training", low=0),
 )
 
 
@@ -79,6 +84,8 @@ def build_tiny(ctx: BuildContext) -> Job:
         raise RuntimeError("injected failure")
     if inject == "oom":
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+    if inject == "cpu-oom":
+        torch.empty(1 << 60, dtype=torch.uint8)
     if inject == "hang":
         time.sleep(3600)
     if inject == "crash":
@@ -86,6 +93,18 @@ def build_tiny(ctx: BuildContext) -> Job:
     if isinstance(inject, str) and inject.startswith("once:") and not Path(inject[5:]).exists():
         Path(inject[5:]).write_text("failed once")
         raise RuntimeError("injected failure (once)")
+    if isinstance(inject, str) and inject.startswith("fill:") and not Path(inject[5:]).exists():
+        # another process fills the disk under the run (once: not when the file is already there)
+        fd = os.open(inject[5:], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            for block in (65536, 4096, 1):  # to the last byte
+                try:
+                    while os.write(fd, b"\0" * block):
+                        pass
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
     x, y = _data(int(hp.get("train_size", 32)), ctx.seq_len, 1000 + ctx.seed)
     shard = slice(ctx.rank, None, ctx.world_size)  # under DDP each rank trains on its own shard
     train = _batches(x[shard], y[shard], int(hp["batch_size"]))
@@ -96,8 +115,18 @@ def build_tiny(ctx: BuildContext) -> Job:
         loss = F.cross_entropy(model(batch[0]), batch[1])
         return loss * float("nan") if inject == "diverge" else loss
 
-    return Job(model=model, train_batches=train, loss_fn=loss_fn, eval_batches=val, evaluate=_evaluate,
-               data_info={"source": "tiny-random", "substitute": bool(hp.get("substitute", False))})
+    def extra_eval(_model: nn.Module) -> dict[str, float]:
+        if hp["artifact_kb"] and ctx.artifacts_dir is not None:
+            def save() -> None:
+                with atomic_folder(ctx.artifacts_dir / "blob") as folder:
+                    (folder / "blob.bin").write_bytes(b"\1" * 1024 * hp["artifact_kb"])
+
+            job.save_artifact("blob", save)
+        return {}
+
+    job = Job(model=model, train_batches=train, loss_fn=loss_fn, eval_batches=val, evaluate=_evaluate,
+              extra_eval=extra_eval, data_info={"source": "tiny-random", "substitute": bool(hp.get("substitute", False))})
+    return job
 
 
 TINY_TASK = """\

@@ -22,9 +22,10 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """num / den where den > 0, and 0 where den == 0 (a query with no usable key); gradient-safe."""
-    positive = den > 0
-    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
+    """num / den, and 0 where den == 0 (a query with no usable key); gradient-safe. A NaN in num or den stays NaN
+    (a bad input is never turned into a finite number)."""
+    empty = den == 0
+    return torch.where(empty, torch.zeros_like(num), num / torch.where(empty, torch.ones_like(den), den))
 
 
 def fla_unavailable_reason(x: torch.Tensor) -> str | None:

@@ -3,8 +3,9 @@
 Subcommands: ``list``, ``run``, ``suite`` (``cli.run``), ``compare``, ``report`` (``cli.results``), ``bench``
 (``cli.bench``), ``data generate`` (``cli.data``).
 
-Exit codes: 0 every job ok; 1 some job failed (oom, diverged, timeout, error); 2 bad usage (unknown task or
-attention, bad option, bad task file, missing data); 130 interrupted by Ctrl-C.
+Exit codes: 0 every job ok; 1 some job failed (oom, diverged, timeout, error) or the run stopped because a
+record could not be written; 2 bad usage (unknown task or attention, bad option, bad task file, missing data,
+an unusable --out); 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (every finished job recorded).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from suite.errors import UsageError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="run_suite.py", description="Element-wise attention benchmark suite.",
-                    epilog="exit codes: 0 all jobs ok, 1 some job failed, 2 bad usage, 130 interrupted")
+                    epilog="exit codes: 0 all jobs ok, 1 some job failed, 2 bad usage, 130/143/129 interrupted by "
+                           "Ctrl-C/SIGTERM/SIGHUP")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     run.add_parsers(sub)

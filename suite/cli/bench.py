@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from suite.cli.options import attention_specs, comma_list, lengths, output_file, positive_float, positive_int
+from suite.cli.options import attention_specs, comma_list, lengths, out_dir, output_file, positive_float, positive_int
 from suite.errors import UsageError
 
 DEFAULT_LENGTHS = "512,1024,2048,4096,8192"
@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "when it is in --attn, else the first)")
     p.add_argument("--max-spread", type=positive_float, default=1.5,
                    help="mark points whose slowest call took more than this many times the fastest (default: 1.5)")
-    p.add_argument("--out", type=Path, metavar="DIR",
+    p.add_argument("--out", type=out_dir, metavar="DIR",
                    help="folder for bench.csv, bench.json and bench.md (default: results/runs/<timestamp>-bench/)")
     p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="also write the CSV rows to FILE")
 

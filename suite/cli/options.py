@@ -60,6 +60,13 @@ def seconds(text: str) -> float:
     return positive_float(text, "a positive number of seconds")
 
 
+def out_dir(text: str) -> Path:
+    """A run directory path (created later, when everything else has been checked); not an empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory, got an empty string")
+    return Path(text)
+
+
 def output_file(text: str) -> Path:
     """A file path whose folder exists and is writable (checked now, before any work is done)."""
     if not text.strip():

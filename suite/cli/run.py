@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from suite.cli.options import attention_specs, comma_list, key_value, lengths, positive_int, seconds
+from suite.cli.options import attention_specs, comma_list, key_value, lengths, out_dir, positive_int, seconds
 from suite.console import make_console
 from suite.data import DATA_ROOT_ENV
 from suite.errors import UsageError
@@ -39,7 +39,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="override a declared hyperparameter of the tasks that declare it, e.g. --set lr=3e-4 "
                         "--set depth=2 (repeatable; part of the job key; `list --hparams` lists them)")
-    p.add_argument("--out", type=Path, metavar="DIR",
+    p.add_argument("--rehearse", action="store_true",
+                   help="run the profile end to end at a couple of steps, batches and examples per job (each "
+                        "family's rehearsal overrides, recorded in config.overrides) and at its shortest L only: "
+                        "e.g. --profile full on a CPU in minutes, before a GPU night")
+    p.add_argument("--out", type=out_dir, metavar="DIR",
                    help="run directory for records.jsonl, logs/ and artifacts/ "
                         "(default: results/runs/<timestamp>-<task or suite>/)")
     p.add_argument("--data-root", metavar="DIR", default=os.environ.get(DATA_ROOT_ENV),
@@ -138,7 +142,8 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
     if not torchrun:
         start_job_server()
     attentions = attention_specs(args.attn) if args.attn else None
-    jobs = plan_jobs(tasks, args.profile, attentions, args.seeds, args.seq_len, overrides=_overrides(args))
+    jobs = plan_jobs(tasks, args.profile, attentions, args.seeds, args.seq_len, overrides=_overrides(args),
+                     rehearse=args.rehearse)
     out = args.out or default_out_dir(name)
     console = make_console()
     if torchrun:  # launched by torchrun: every rank runs the jobs under DDP
@@ -153,7 +158,9 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
                            resume=args.resume, stop_on_skip=stop_on_skip, download=args.download, console=console)
     print_summary(summary, console)
     if summary.interrupted:
-        return 130
+        return 128 + int(summary.signal)  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
+    if summary.stopped:
+        return 1
     if stop_on_skip and summary.skipped():
         raise UsageError(summary.skipped()[0]["error"])
     return 1 if summary.failed() else 0

@@ -142,4 +142,31 @@ def timm_transforms(image_size: int, mean: tuple[float, ...], std: tuple[float, 
     train_tf = create_transform(image_size, is_training=True, interpolation=interpolation, mean=mean, std=std,
                                 scale=tuple(crop_scale), hflip=hflip, color_jitter=color_jitter,
                                 auto_augment=randaugment or None, re_prob=reprob, re_mode="pixel", re_count=1)
+    guard_posterize(train_tf)
     return train_tf, eval_tf
+
+
+def posterize_any_bits(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize for every bit count it asks for: keeping 0 bits gives a black image, as Pillow did before
+    version 13 (Pillow 13 raises "bits must be between or equal to 1 and 8")."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def guard_posterize(transform: Any) -> int:
+    """Give every posterize op of the RandAugment/AutoAugment policies inside ``transform`` (a timm Compose)
+    ``posterize_any_bits``: timm's ``rand-m9-mstd0.5-inc1`` can draw 0 bits (about 0.2% of images), which
+    Pillow 13 refuses, ending the whole DataLoader. Only these transform objects change; timm's module does
+    not. Returns how many ops were guarded."""
+    guarded = 0
+    for step in getattr(transform, "transforms", []):
+        for op in getattr(step, "ops", []) or [o for sub in getattr(step, "policy", []) for o in sub]:
+            if getattr(op, "name", "").startswith("Posterize"):
+                op.aug_fn = posterize_any_bits
+                guarded += 1
+    return guarded

@@ -51,7 +51,7 @@ def _check(hparams: dict[str, Any]) -> None:
 
 
 @register_builder("kernels", HPARAMS, "time one attention (fwd, fwd+bwd, decode) on random inputs, checked first",
-                  check=_check)
+                  check=_check, rehearsal={"repeats": 1, "batch_size": 1})
 def build_kernel_job(ctx: BuildContext) -> Job:
     hp = ctx.hparams
     _check(hp)

@@ -55,7 +55,8 @@ def lra_evaluate(model, batches) -> dict[str, float]:
     return evaluate_classifier(model, batches, _logits_and_labels)
 
 
-@register_builder("lra", HPARAMS, "a Long Range Arena task with the LRA Transformer encoder (dual for Retrieval)")
+@register_builder("lra", HPARAMS, "a Long Range Arena task with the LRA Transformer encoder (dual for Retrieval)",
+                  rehearsal={"steps": 2, "batch_size": 4, "eval_batch_size": 4, "num_train": 8, "num_eval": 8})
 def build_lra_job(ctx: BuildContext) -> Job:
     hp: dict[str, Any] = ctx.hparams
     task = ctx.data["task"]

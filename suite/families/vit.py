@@ -171,7 +171,13 @@ def _pipelines(ctx: BuildContext, data: VisionData, geometry: Geometry, hp: dict
     return train_batches, eval_batches, 3
 
 
-@register_builder("vit", HPARAMS, "timm ViT image classification with the job's attention in every block")
+#: a couple of steps on a few images, through the profile's own model, pipeline (workers too) and recipe
+REHEARSAL = {"steps": 2, "batch_size": 8, "batch_tokens": None, "eval_batch_size": 8, "num_train": 32, "num_eval": 16,
+             "num_workers": 2}
+
+
+@register_builder("vit", HPARAMS, "timm ViT image classification with the job's attention in every block",
+                  rehearsal=REHEARSAL)
 def build_vit_job(ctx: BuildContext) -> Job:
     hp: dict[str, Any] = ctx.hparams
     data = load_vision(ctx.data, ctx.data_root, download=ctx.download or bool(ctx.data.get("download")))

@@ -83,6 +83,15 @@ class Job:
     steps_per_epoch: int | None = None  # needed when the profile gives epochs
     measure: Callable[[], dict[str, Any]] | None = None  # measurement job
     backends: dict[str, str] = field(default_factory=dict)  # attention -> backend used (measurement jobs)
+    warnings: list[str] = field(default_factory=list)  # what went wrong without spoiling the result (record env)
+
+    def save_artifact(self, what: str, save: Callable[[], Any]) -> None:
+        """Run ``save()`` (a write to the job's artifacts folder); an OSError (full or read-only disk) becomes a
+        warning in the record instead of losing the job's result."""
+        try:
+            save()
+        except OSError as err:
+            self.warnings.append(f"{what} not saved: {err.strerror or err} ({type(err).__name__})")
 
     def validate(self, builder: str) -> None:
         if not isinstance(self.data_info, dict) or not isinstance(self.data_info.get("source"), str) \
@@ -99,10 +108,14 @@ class Job:
 
 @dataclass(frozen=True)
 class Builder:
-    """A registered builder: its function, the hyperparameters it declares, and an optional pre-flight check.
+    """A registered builder: its function, the hyperparameters it declares, an optional pre-flight check, and its
+    rehearsal.
 
     ``check(hparams)`` runs once per task before any job (on the resolved hyperparameters) and raises
     ValueError for what only the builder can judge (e.g. lm-eval task names), so a night does not start on it.
+    ``rehearsal``: the overrides that cut a profile's steps, batches and examples to a couple each, keeping
+    its model shape, data pipeline, augmentation, optimizer and evaluation (``run --rehearse``: a GPU night's
+    ``full`` profile end to end on a CPU in minutes).
     """
 
     name: str
@@ -110,6 +123,7 @@ class Builder:
     hparams: dict[str, HParam]
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
+    rehearsal: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, ctx: BuildContext) -> Job:
         """Build the job, ``ctx.hparams`` checked against the declarations and over the declared defaults (already
@@ -133,20 +147,23 @@ _REGISTRY: dict[str, Builder] = {}
 
 
 def register_builder(name: str, hparams: Sequence[HParam], description: str = "",
-                     check: Callable[[dict[str, Any]], None] | None = None
-                     ) -> Callable[[Callable[[BuildContext], Job]], Builder]:
+                     check: Callable[[dict[str, Any]], None] | None = None,
+                     rehearsal: dict[str, Any] | None = None) -> Callable[[Callable[[BuildContext], Job]], Builder]:
     """Function decorator: make ``fn(ctx) -> Job`` the builder called ``name`` in task files, reading ``hparams``.
 
     The decorated name becomes the ``Builder`` (callable like the function, with the declared defaults filled in).
     """
     declared = by_name(hparams)
+    problems = check_hparams(rehearsal or {}, declared, f"builder {name!r}")
+    if problems:
+        raise ValueError(f"builder {name!r}: rehearsal {problems[0]}")
 
     def wrap(fn: Callable[[BuildContext], Job]) -> Builder:
         known = _REGISTRY.get(name)
         if known is not None and (known.build.__module__, known.build.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"builder {name!r} is registered twice")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = Builder(name, fn, declared, doc, check)
+        _REGISTRY[name] = Builder(name, fn, declared, doc, check, dict(rehearsal or {}))
         return _REGISTRY[name]
 
     return wrap

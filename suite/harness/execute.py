@@ -4,9 +4,14 @@
 ``{"status", "error", "traceback", "metrics", "data", "env"}`` that the runner turns into a record:
 
 - ``skipped``: the builder raised ``suite.data.DataMissingError`` (the error says how to get the data);
-- ``oom``: ``torch.OutOfMemoryError`` (CUDA) or ``MemoryError``;
+- ``oom``: ``torch.OutOfMemoryError`` (CUDA), ``MemoryError``, or a CPU allocation failure (``RuntimeError:
+  ... DefaultCPUAllocator: can't allocate memory``); a job process the kernel's OOM killer ends is ``oom`` too
+  (the runner sees it);
 - ``diverged``: NaN or infinite training loss;
 - ``error``: any other exception, or an ``ok`` job whose metrics lack the task's main metric.
+
+The error is one line: the root exception (for an exception re-raised from a DataLoader worker, the
+worker's own last line); the whole traceback goes to the job's log.
 """
 from __future__ import annotations
 
@@ -100,9 +105,30 @@ def device_env(device: str) -> dict[str, Any]:
             "memory_measure": memory_measure(device)}
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+_CPU_OOM = ("can't allocate memory", "DefaultCPUAllocator", "std::bad_alloc")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA or CPU allocation failure (torch raises a plain RuntimeError when the CPU allocator fails)."""
+    import torch
+
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(marker in str(err) for marker in _CPU_OOM)
+
+
+def one_line(err: BaseException) -> str:
+    """The root of ``err`` in one line (at most 500 characters): ``Type: message``. An exception that carries a
+    whole traceback in its message (a DataLoader worker's) gives that traceback's last line, with where it
+    happened."""
+    text = str(err)
+    if "Traceback (most recent call last)" in text:
+        head = text.strip().splitlines()[0].strip().rstrip(".")
+        last = [line.strip() for line in text.strip().splitlines() if line.strip()][-1]
+        text = f"{last} ({head})"
+    else:
+        text = " ".join(text.split())
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text if len(text) <= 500 else text[:497] + "..."
 
 
@@ -112,8 +138,6 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
 
     ``data_root``, ``download`` and ``artifacts_dir`` reach the builder as ``BuildContext`` fields.
     """
-    import torch
-
     from suite.harness.train import DivergedError, attention_backends, train_and_evaluate
 
     outcome: dict[str, Any] = {"status": "error", "error": None, "traceback": None, "metrics": {},
@@ -139,13 +163,14 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
             outcome["status"] = "ok"
     except DataMissingError as err:
         outcome.update(status="skipped", error=" ".join(str(err).split()))
-    except (torch.OutOfMemoryError, MemoryError) as err:
-        outcome.update(status="oom", error=_one_line(err), traceback=traceback.format_exc())
     except DivergedError as err:
-        outcome.update(status="diverged", error=_one_line(err), traceback=traceback.format_exc())
+        outcome.update(status="diverged", error=one_line(err), traceback=traceback.format_exc())
     except Exception as err:  # noqa: BLE001 - any failure of one job is recorded, the suite goes on
-        outcome.update(status="error", error=_one_line(err), traceback=traceback.format_exc())
+        status = "oom" if is_out_of_memory(err) else "error"
+        outcome.update(status=status, error=one_line(err), traceback=traceback.format_exc())
     if job is not None:
+        if job.warnings:
+            outcome["env"]["warnings"] = list(job.warnings)
         backends = dict(job.backends)
         if job.model is not None:
             backends.update(attention_backends(job.model))

@@ -15,7 +15,9 @@ Every record has exactly these fields (DESIGN.md §4):
 A run directory holds ``records.jsonl``. The file is an append-only log: a job re-run after a failure (on
 ``--resume``) appends a new record with the same key, and readers take the latest record per key
 (``latest_by_key``). A torn last line (a write cut short by a crash) is skipped on read and cut off before the
-next append; a bad line anywhere else is an error naming the file and line.
+next append. Readers (resume, compare, report) skip any other line they cannot use (not UTF-8, not JSON, not
+a complete record) with one warning line on stderr naming file:line, and go on. An append that fails (a full
+or read-only disk) leaves the file as it was before it, never a torn record, and raises ``RecordsWriteError``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -112,35 +115,96 @@ def _repair_torn_tail(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+class RecordsWriteError(OSError):
+    """A record could not be written (disk full, read-only, gone); the file is as it was before the attempt."""
+
+
 def append_record(path: Path | str, record: dict[str, Any]) -> None:
-    """Append one record as a line, then flush and fsync (the file and its directory are created if needed)."""
+    """Append one record as a line, then flush and fsync (the file and its directory are created if needed).
+
+    All or nothing: when the write fails part-way (ENOSPC, EROFS, ...) the file is cut back to its size before
+    it, and RecordsWriteError says what failed.
+    """
     path = records_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_torn_tail(path)
-    line = json.dumps(_clean(record), sort_keys=False, allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(_clean(record), sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _repair_torn_tail(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:  # unbuffered: a failed write leaves nothing queued behind the truncate below
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise RecordsWriteError(err.errno, f"cannot write a record to {path}: {err.strerror or err}") from None
+
+
+_WARNED: set[tuple[Any, ...]] = set()
+
+
+def _skip(path: Path, number: int, why: str, version: tuple[int, int]) -> None:
+    """One warning line per unusable line, naming file:line (not repeated when the same file, unchanged, is read
+    again by the same process, as a resumed run does)."""
+    key = (str(path.resolve()), *version, number)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: {path}:{number}: {why}; line skipped", file=sys.stderr)
+
+
+#: what a reader needs of a record, by field, and the type it must have
+_USABLE = {"key": str, "task": str, "family": str, "attention": str, "profile": str, "seed": int, "seq_len": int,
+           "status": str, "metrics": dict, "config": dict, "data": dict, "env": dict}
+
+
+def _unusable(record: Any) -> str | None:
+    """Why ``record`` cannot be used by the readers, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    missing = [name for name, kind in _USABLE.items() if not isinstance(record.get(name), kind)]
+    if missing:
+        return f"not a complete result record (missing or wrong: {', '.join(missing)})"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}"
+    if not isinstance(record["config"].get("metric"), str) or record["config"].get("direction") not in ("max", "min"):
+        return "its config names no metric and direction"
+    return None
 
 
 def read_records_file(path: Path) -> list[dict[str, Any]]:
-    """Records of one file; a torn (unterminated, unparsable) last line is skipped, any other bad line raises."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
+    """Records of one file; a torn last line is skipped quietly, any other unusable line with a warning."""
+    try:
+        data = path.read_bytes()
+        stat = path.stat()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
+    version = (stat.st_mtime_ns, stat.st_size)
+    lines = data.split(b"\n")
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
-        torn_candidate = number == len(lines) and not text.endswith("\n")
+        torn_candidate = number == len(lines) and not data.endswith(b"\n")
         try:
-            record = json.loads(line)
+            record = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            _skip(path, number, "not UTF-8", version)
+            continue
         except ValueError as err:
-            if torn_candidate:
-                break
-            raise ValueError(f"{path}:{number}: not a JSON record ({err.msg})") from None
-        if not isinstance(record, dict) or "key" not in record or "status" not in record:
-            raise ValueError(f"{path}:{number}: not a result record (a JSON object with key and status)")
+            if not torn_candidate:
+                _skip(path, number, f"not a JSON record ({err.msg})", version)
+            continue
+        why = _unusable(record)
+        if why is not None:
+            _skip(path, number, why, version)
+            continue
         records.append(record)
     return records
 

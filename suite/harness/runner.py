@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
@@ -43,12 +45,14 @@ from suite.console import make_console
 from suite.errors import UsageError
 from suite.harness.execute import JobSpec, run_job
 from suite.harness.hparams import unknown_key_message
-from suite.harness.records import (append_record, base_env, job_key, job_slug, latest_by_key, make_record, now_iso,
-                                   ok_keys, read_records_file, records_path)
+from suite.harness.records import (RecordsWriteError, append_record, base_env, job_key, job_slug, latest_by_key,
+                                   make_record, now_iso, ok_keys, read_records_file, records_path)
 from suite.harness.builders import Builder
 
 FAILED = ("oom", "diverged", "timeout", "error")
 ARTIFACTS_DIR = "artifacts"
+MIN_FREE_BYTES = 16 << 20  # refuse to start a run on a disk with less room than this
+MAX_JOBS = 100_000  # a plan larger than this is a typo (e.g. --seeds 100000000), refused before it is built
 
 
 class Task(Protocol):
@@ -83,28 +87,37 @@ def check_overrides(tasks: list[Task], overrides: dict[str, Any]) -> None:
 
 
 def plan_jobs(tasks: list[Task], profile: str, attentions: list[str] | None = None, seeds: int = 1,
-              seq_lens: list[int] | None = None, overrides: dict[str, Any] | None = None) -> list[JobSpec]:
+              seq_lens: list[int] | None = None, overrides: dict[str, Any] | None = None,
+              rehearse: bool = False) -> list[JobSpec]:
     """Every job of ``tasks``: per task, its lengths x seeds x attentions (the task defaults unless given).
 
     ``attentions`` must already be canonical specs. ``overrides`` set declared hyperparameters of the tasks that
-    declare them (``check_overrides``). Each task's builder checks its resolved hyperparameters here, before any
-    job runs (``Builder.check``); a ValueError becomes a UsageError naming the task. Duplicate jobs (same key)
-    appear once.
+    declare them (``check_overrides``). ``rehearse`` adds each builder's rehearsal overrides (under the given
+    ones) and keeps only the profile's shortest length (unless ``seq_lens`` is given): the profile end to end in
+    a couple of steps. Each task's builder checks its resolved hyperparameters here, before any job runs
+    (``Builder.check``); a ValueError becomes a UsageError naming the task. Duplicate jobs (same key) appear
+    once.
     """
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    count = sum((len(seq_lens or task.seq_lens(profile)) if not rehearse else 1) * seeds
+                * len(attentions or task.default_attentions()) for task in tasks)
+    if count > MAX_JOBS:
+        raise UsageError(f"the plan has {count:,} jobs (more than {MAX_JOBS:,}); check --seeds, --seq-len and --attn")
     overrides = dict(overrides or {})
     check_overrides(tasks, overrides)
     jobs: dict[str, JobSpec] = {}
     for task in tasks:
-        config = task.job_config(profile, overrides)
+        rehearsal = task.job_builder.rehearsal if rehearse and task.job_builder is not None else {}
+        config = task.job_config(profile, {**rehearsal, **overrides})
         if task.job_builder is not None and task.job_builder.check is not None:
             try:
                 task.job_builder.check(config["hparams"])
             except ValueError as err:
                 raise UsageError(f"{task.name} ({profile}): {err}") from None
         specs = attentions or task.default_attentions()
-        for seq_len in seq_lens or task.seq_lens(profile):
+        lengths = seq_lens or ([min(task.seq_lens(profile))] if rehearse else task.seq_lens(profile))
+        for seq_len in lengths:
             for seed in range(seeds):
                 for attention in specs:
                     key = job_key(task.name, attention, profile, seed, seq_len, config)
@@ -123,6 +136,8 @@ class RunSummary:
     reused: int = 0
     not_run: int = 0
     interrupted: bool = False
+    signal: int = 2  # the signal that interrupted the run (SIGINT for Ctrl-C)
+    stopped: str | None = None  # why the run stopped early (a record could not be written)
 
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r["status"] in FAILED]
@@ -136,11 +151,26 @@ def default_out_dir(name: str = "suite") -> Path:
     return Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
 
 
-def _check_out_dir(out: Path, resume: bool) -> tuple[set[str], int]:
-    """(keys already ok, number of records) of OUT; UsageError if it holds records and resume is off."""
-    path = records_path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory")
+def prepare_out_dir(out: Path, resume: bool, min_free_bytes: int = MIN_FREE_BYTES) -> tuple[set[str], int]:
+    """Create OUT (with logs/) and check it can hold a run: a writable directory with ``min_free_bytes`` free.
+    Returns (keys already ok, number of records); UsageError, in one line, for any problem, or when OUT holds
+    records and resume is off."""
+    if not str(out).strip():
+        raise UsageError("--out: an empty path; give a directory")
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; give a directory")
+        path = records_path(out)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        free = shutil.disk_usage(out).free
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot create or write there ({err.strerror or err})") from None
+    if free < min_free_bytes:
+        raise UsageError(f"--out {out}: only {free / 2**20:.1f} MiB free on its disk (at least "
+                         f"{min_free_bytes / 2**20:.0f} MiB needed); free some space or choose another --out")
     try:
         existing = read_records_file(path) if path.exists() else []
     except ValueError as err:
@@ -206,12 +236,48 @@ def start_job_server() -> None:
     forkserver.ensure_running()
 
 
-def _died_message(exitcode: int | None) -> str:
+def _cgroup_files() -> list[Path]:
+    """Where this process's memory cgroup counts OOM kills (cgroup v2 memory.events, v1 memory.oom_control)."""
+    files = [Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control")]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, where = line.split(":", 2)
+            if controllers == "":
+                files.insert(0, Path("/sys/fs/cgroup") / where.lstrip("/") / "memory.events")
+            elif "memory" in controllers.split(","):
+                files.insert(0, Path("/sys/fs/cgroup/memory") / where.lstrip("/") / "memory.oom_control")
+    except (OSError, ValueError):
+        pass
+    return files
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has ended in this process's memory cgroup; None where the system
+    does not say."""
+    for path in _cgroup_files():
+        try:
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _died(exitcode: int | None, ooms_before: int | None) -> dict[str, Any]:
+    """The outcome of a job process that ended without reporting: ``oom`` when the kernel's OOM killer ended it
+    (its cgroup's oom_kill count rose), else ``error`` saying how it ended."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
-        hint = " (the host may have run out of memory)" if name == "SIGKILL" else ""
-        return f"the job process died from {name}{hint}"
-    return f"the job process exited with code {exitcode} before reporting a result"
+        if name == "SIGKILL":
+            after = oom_kill_count()
+            if ooms_before is not None and after is not None and after > ooms_before:
+                return {"status": "oom", "error": "the kernel's OOM killer ended the job process (out of host memory)"}
+            hint = " (the host may have run out of memory)"
+            return {"status": "error", "error": f"the job process died from {name}{hint}"}
+        return {"status": "error", "error": f"the job process died from {name}"}
+    return {"status": "error", "error": f"the job process exited with code {exitcode} before reporting a result"}
 
 
 def _run_in_child(payload: dict[str, Any], timeout: float | None) -> dict[str, Any]:
@@ -219,6 +285,7 @@ def _run_in_child(payload: dict[str, Any], timeout: float | None) -> dict[str, A
     reader, writer = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(writer, payload), name=f"job-{payload['spec'].key}")
     outcome: dict[str, Any] | None = None
+    ooms_before = oom_kill_count()
     try:
         proc.start()  # the first start waits for the forkserver to import torch: not the job's time
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -229,11 +296,11 @@ def _run_in_child(payload: dict[str, Any], timeout: float | None) -> dict[str, A
                     outcome = reader.recv()
                 except EOFError:
                     proc.join(5)
-                    outcome = {"status": "error", "error": _died_message(proc.exitcode)}
+                    outcome = _died(proc.exitcode, ooms_before)
             elif deadline is not None and time.monotonic() > deadline:
                 outcome = {"status": "timeout", "error": f"the job ran past --job-timeout {timeout:g} s and was stopped"}
             elif not proc.is_alive() and not reader.poll(0.5):
-                outcome = {"status": "error", "error": _died_message(proc.exitcode)}
+                outcome = _died(proc.exitcode, ooms_before)
     finally:
         if proc.pid is not None:  # started (a Ctrl-C may come before)
             if proc.is_alive():
@@ -268,30 +335,34 @@ def _log_line(record: dict[str, Any], spec: JobSpec) -> Text:
     line.append(f"{record['status']:<8}", style=_STATUS_STYLE[record["status"]])
     line.append(f" {spec.label()}  {record['wall_s']:.1f}s  ")
     line.append(_main_metric_text(record) if record["status"] == "ok" else (record["error"] or ""))
+    for warning in record["env"].get("warnings") or []:
+        line.append(f"  warning: {warning}", style="yellow")
     return line
 
 
 def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: str | None = None,
              job_timeout: float | None = None, resume: bool = False, stop_on_skip: bool = False,
-             download: bool = False, console: Console | None = None) -> RunSummary:
+             download: bool = False, console: Console | None = None,
+             min_free_bytes: int = MIN_FREE_BYTES) -> RunSummary:
     """Run ``jobs`` one child process each, appending a record per finished job to ``OUT/records.jsonl``.
 
     ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` ends the run at the first
     ``skipped`` job (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to fetch a
-    missing data set. KeyboardInterrupt is absorbed: the summary says ``interrupted``.
+    missing data set. Ctrl-C, SIGTERM and SIGHUP stop the run after recording every finished job (the summary
+    says ``interrupted`` and which signal); a record that cannot be written (a full disk) stops it too, leaving
+    every earlier record whole (``summary.stopped`` says why).
     """
     console = console or make_console()
     out = Path(out)
-    done, recorded_before = _check_out_dir(out, resume)
+    done, recorded_before = prepare_out_dir(out, resume, min_free_bytes)
     todo = [job for job in jobs if job.key not in done]
     summary = RunSummary(out=out, reused=len(jobs) - len(todo))
-    (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**base_env(), "download": bool(download)}
     if summary.reused:
         console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False) as progress, stop_signals_interrupt():
         bar = progress.add_task("starting", total=len(todo))
         try:
             for spec in todo:
@@ -301,9 +372,13 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
                 progress.advance(bar)
                 if stop_on_skip and record["status"] == "skipped":
                     break
-        except KeyboardInterrupt:  # the job in flight was stopped and is not recorded; --resume runs it again
+        except KeyboardInterrupt as stop:  # the job in flight was stopped and is not recorded; --resume runs it
             summary.interrupted = True
-        progress.update(bar, description="interrupted" if summary.interrupted else "done")
+            summary.signal = getattr(stop, "signum", signal.SIGINT)
+        except RecordsWriteError as err:
+            summary.stopped = str(err)
+        progress.update(bar, description="interrupted" if summary.interrupted else "stopped" if summary.stopped
+                        else "done")
     keys = {job.key for job in jobs}
     path = records_path(out)
     written = read_records_file(path) if path.exists() else []
@@ -311,8 +386,38 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     summary.records = [r for r in latest_by_key(written) if r["key"] in keys]
     summary.not_run = len(keys - {r["key"] for r in summary.records})
     if summary.interrupted:
-        console.print(f"interrupted: {summary.not_run} jobs not run; continue with --resume --out {out}")
+        console.print(f"interrupted by {signal.Signals(summary.signal).name}: {summary.not_run} jobs not run; "
+                      f"continue with --resume --out {out}")
+    if summary.stopped:
+        console.print(f"stopped: {summary.stopped}; {summary.not_run} jobs not run; make room, then continue with "
+                      f"--resume --out {out}")
     return summary
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP) handled like Ctrl-C; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While inside: SIGTERM and SIGHUP raise ``Interrupted`` in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so a run stopped by a scheduler or a closed terminal records what finished."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 def _run_and_record(spec: JobSpec, out: Path, device: str, data_root: str | None, job_timeout: float | None,
@@ -352,7 +457,7 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     shared: list[Any] = [set(), None]  # rank 0 checks OUT and tells every rank what to skip, or why to stop
     if rank == 0:
         try:
-            shared[0] = _check_out_dir(out, resume)[0]
+            shared[0] = prepare_out_dir(out, resume)[0]
         except UsageError as err:
             shared[1] = str(err)
     dist.broadcast_object_list(shared, src=0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -109,13 +110,17 @@ class Task:
 
     def job_config(self, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The resolved configuration stored in every record of this task and profile (and hashed into its key):
-        the builder's declared defaults, then the task's values, then ``overrides`` of keys it declares."""
+        the builder's declared defaults, then the task's values, then ``overrides`` of keys it declares (listed
+        again under ``overrides``)."""
         hparams = self.hparams(profile)
+        applied = {k: v for k, v in (overrides or {}).items() if self.declares(k)}
         if self.job_builder is not None:
-            hparams.update({k: v for k, v in (overrides or {}).items() if self.declares(k)})
-            hparams = resolve(hparams, self.job_builder.hparams)
-        return {"builder": self.builder, "metric": self.metric, "direction": self.direction,
-                "data": dict(self.data), "hparams": hparams}
+            hparams = resolve({**hparams, **applied}, self.job_builder.hparams)
+        config = {"builder": self.builder, "metric": self.metric, "direction": self.direction,
+                  "data": dict(self.data), "hparams": hparams}
+        if applied:
+            config["overrides"] = applied  # what --set / --rehearse changed, so the record shows it
+        return config
 
     def default_attentions(self) -> list[str]:
         """Canonical specs of the default attentions (every registered one for ``all``), each checked completely
@@ -243,15 +248,45 @@ def load_task_file(path: Path | str, builders: dict[str, Builder] | None = _REGI
         builders = registered_builders()
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise TaskFileError(f"{path}:{where}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise TaskFileError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except RecursionError:
+        raise TaskFileError(f"{path}: nested too deeply to be a task file") from None
     except OSError as err:
         raise TaskFileError(f"{path}: cannot read: {err.strerror}") from None
     return parse_task(raw, path, builders)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's safe loader that refuses a key given twice in one mapping (the last would win silently) and
+    non-finite numbers (.inf, .nan), both at the line where they stand."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value = super().construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise yaml.constructor.ConstructorError(None, None, f"{node.value!r} is not a finite number",
+                                                    node.start_mark)
+        return value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_mapping)
 
 
 def task_roots() -> list[Path]:

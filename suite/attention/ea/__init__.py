@@ -56,6 +56,10 @@ def ea_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int =
     key_padding_mask: bool [B, L], True keeps the key. initial_state / output_final_state: causal only;
     the state is [B, H, 2, order+1, D] fp32, so two calls chained through it equal one call.
     Returns o, or (o, final_state) when output_final_state. A query with no usable key outputs 0.
+
+    Bad numbers, alike on every backend: a NaN or inf in q, k or v at a usable position gives NaN in the
+    outputs (and channels) it reaches, never a silent finite number; whatever a masked-out key or value holds
+    never reaches any output. L = 0 returns an empty output.
     """
     _check_order(order)
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -84,6 +88,13 @@ def ea_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int =
         if initial_state.requires_grad and torch.is_grad_enabled():
             raise ValueError("gradients through initial_state are not supported; pass initial_state.detach()")
     backend = resolve_backend(backend, q.device)
+    if L == 0:  # nothing to attend: an empty output (and the state passes through unchanged)
+        state = initial_state.float() if initial_state is not None else empty_state(B, H, D, order, q.device)
+        return (v.new_empty(v.shape), state) if output_final_state else v.new_empty(v.shape)
+    if key_padding_mask is not None and not bool(key_padding_mask.all()):
+        # a masked-out key never influences the output, whatever it holds (NaN, inf): every backend sees zeros
+        keep = key_padding_mask[:, :, None, None]
+        k, v = torch.where(keep, k, torch.zeros_like(k)), torch.where(keep, v, torch.zeros_like(v))
 
     if backend == "naive":
         o = ea_naive(q, k, v, order, causal, key_padding_mask, initial_state).to(v.dtype)

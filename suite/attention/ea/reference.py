@@ -60,9 +60,9 @@ def ea_naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int, caus
     allowed = allowed[None].expand(B, -1, -1)
     if key_padding_mask is not None:
         allowed = allowed & key_padding_mask[:, None, :]
-    w = w * allowed[..., None, None].to(dtype)
-    num = (w * v.to(dtype)[:, None]).sum(2)
-    den = w.sum(2)
+    allowed5 = allowed[..., None, None]  # a key a query may not see contributes an exact 0, whatever it holds
+    num = torch.where(allowed5, w * v.to(dtype)[:, None], torch.zeros_like(w)).sum(2)
+    den = torch.where(allowed5, w, torch.zeros_like(w)).sum(2)
     usable = allowed.any(-1)[..., None, None].expand_as(den)
     if initial_state is not None:
         st = initial_state.to(dtype)
@@ -104,7 +104,9 @@ def scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     totals are scanned the same way, recursively, to give each block its carry.
     """
     B, L = x.shape[:2]
-    if L <= _SCAN_BLOCK:
+    if L <= _SCAN_BLOCK or not bool(torch.isfinite(x).all()):
+        # a triangular product multiplies every row by 0 or 1, and 0 * NaN is NaN: a bad number would reach
+        # the rows before it; cumsum keeps it where it belongs (the slow path, for bad inputs only)
         return torch.flip(torch.cumsum(torch.flip(x, [1]), 1), [1]) if reverse else torch.cumsum(x, 1)
     flat = x.reshape(B, L, -1)
     pad = (-L) % _SCAN_BLOCK

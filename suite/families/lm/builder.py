@@ -84,7 +84,8 @@ def _check_lm(hparams: dict[str, Any]) -> None:
 
 
 @register_builder("lm", LM_HPARAMS, "train a causal decoder LM with the job's attention as its mixer",
-                  check=_check_lm)
+                  check=_check_lm, rehearsal={"steps": 2, "batch_size": 2, "eval_batch_size": 2, "eval_tokens": 64,
+                                              "lm_eval_limit": 1, "decode_new_tokens": 2})
 def build_lm_job(ctx: BuildContext) -> Job:
     hp, data = ctx.hparams, ctx.data
     download = ctx.download or bool(data.get("download"))
@@ -125,19 +126,22 @@ def build_lm_job(ctx: BuildContext) -> Job:
         if ctx.artifacts_dir is not None and ctx.rank == 0:
             from suite.families.lm.checkpoint import save_checkpoint
 
-            save_checkpoint(ctx.artifacts_dir / "checkpoint", net, tokenizer,
-                            {"task": ctx.task, "attention": ctx.attention, "seq_len": ctx.seq_len, "seed": ctx.seed,
-                             "profile": ctx.profile, "data": corpus.record})
+            meta = {"task": ctx.task, "attention": ctx.attention, "seq_len": ctx.seq_len, "seed": ctx.seed,
+                    "profile": ctx.profile, "data": corpus.record}
+            job.save_artifact("checkpoint", lambda: save_checkpoint(ctx.artifacts_dir / "checkpoint", net, tokenizer,
+                                                                    meta))
         return metrics
 
     info = {**corpus.record, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
             "train_tokens": int(tokens["train"].numel())}
     train_batches = RandomWindowBatches(train, ctx.seq_len, int(hp["batch_size"]), 1000 + ctx.seed + ctx.rank)
-    return Job(data_info=info, model=model, train_batches=train_batches, loss_fn=next_token_loss,
-               eval_batches=val_batches, evaluate=evaluate, extra_eval=extra_eval)
+    job = Job(data_info=info, model=model, train_batches=train_batches, loss_fn=next_token_loss,
+              eval_batches=val_batches, evaluate=evaluate, extra_eval=extra_eval)
+    return job
 
 
-@register_builder("lm-decode", DECODE_HPARAMS, "decoding speed and state size of a decoder LM after L tokens")
+@register_builder("lm-decode", DECODE_HPARAMS, "decoding speed and state size of a decoder LM after L tokens",
+                  rehearsal={"new_tokens": 2, "prefill_repeats": 1})
 def build_lm_decode_job(ctx: BuildContext) -> Job:
     hp = ctx.hparams
 

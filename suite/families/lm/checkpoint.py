@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from suite.data.tokenizer import tokenizer_from_dict
+from suite.harness.artifacts import atomic_folder
 from suite.models.lm import DecoderLM, LMConfig
 
 WEIGHTS, CONFIG = "model.pt", "config.json"
@@ -20,16 +21,17 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | Path, model: DecoderLM, tokenizer: Any, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``path/model.pt`` and ``path/config.json`` (creating the folder); returns the folder."""
+    """Write ``path/model.pt`` and ``path/config.json`` all or nothing (a failed write, e.g. a full disk, leaves no
+    partial checkpoint: ``suite.harness.artifacts.atomic_folder``); returns the folder."""
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
     if tokenizer.vocab_size != model.cfg.vocab_size:
         raise ValueError(f"tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size {model.cfg.vocab_size}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, folder / WEIGHTS)
     config = {"format": FORMAT_VERSION, "model": model.cfg.to_dict(), "tokenizer": tokenizer.to_dict(),
               "metadata": metadata or {}}
-    (folder / CONFIG).write_text(json.dumps(config, indent=1, default=str))
+    with atomic_folder(folder) as partial:
+        torch.save(state, partial / WEIGHTS)
+        (partial / CONFIG).write_text(json.dumps(config, indent=1, default=str))
     return folder
 
 
