@@ -23,6 +23,12 @@ def run(ctx):
     return train_and_evaluate(build_tiny(ctx), ctx)
 
 
+def tiny_job(**hparams):
+    ctx = context(**hparams)
+    seed_everything(ctx.seed)
+    return build_tiny(ctx), ctx
+
+
 def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
     assert [lr_factor(s, 10, 4) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(4, 10, 4) == pytest.approx(1.0)
@@ -67,3 +73,26 @@ def test_epochs_become_steps_from_the_number_of_batches():
     assert resolve_steps({"epochs": 0.5}, job) == 2
     with pytest.raises(ValueError, match="neither steps nor epochs"):
         resolve_steps({}, job)
+
+
+def test_training_leaves_a_bounded_learning_curve_and_keeps_evaluation_out_of_the_timing(tmp_path):
+    job, ctx = tiny_job(steps=250, eval_points=5)
+    metrics = train_and_evaluate(job, ctx)
+    curve = job.curve
+    assert 50 <= len(curve["train"]) <= 100 and curve["train"][-1]["step"] == 250  # at most 100 points
+    assert [p["step"] for p in curve["eval"]] == [50, 100, 150, 200, 250]
+    assert curve["eval"][-1]["accuracy"] == metrics["accuracy"]  # the last point is the final evaluation
+    tokens = [p["tokens"] for p in curve["train"]]
+    assert tokens == sorted(tokens) and tokens[-1] == 250 * 8 * 8  # batch 8 x L 8
+    assert all(set(p) >= {"step", "tokens", "loss"} for p in curve["train"])
+
+
+def test_tensorboard_receives_the_curve_as_it_trains(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    job, ctx = tiny_job(steps=20, eval_points=2)
+    train_and_evaluate(job, ctx, tensorboard=tmp_path / "tb")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert {"train/loss", "eval/accuracy", "eval/loss"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("eval/accuracy")] == [10, 20]

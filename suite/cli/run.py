@@ -58,6 +58,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="stop a job after S seconds and record it as timeout (default: no limit)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out: skip jobs already ok there, re-run the others")
+    p.add_argument("--tensorboard", type=out_dir, metavar="DIR",
+                   help="also write every training job's learning curve to TensorBoard event files under DIR as it "
+                        "trains (`tensorboard --logdir DIR` to watch a night live); curves are always saved to "
+                        "OUT/curves/ and drawn by `report`")
     lm = p.add_argument_group(
         "LM tasks", "LM jobs save each trained model to OUT/artifacts/<job>/checkpoint/, for\n"
                     "`python -m suite.families.lm.eval_checkpoint`.")
@@ -148,14 +152,15 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
     console = make_console()
     if torchrun:  # launched by torchrun: every rank runs the jobs under DDP
         summary = run_in_process(jobs, out, device=args.device, data_root=args.data_root, resume=args.resume,
-                                 download=args.download, console=console)
+                                 download=args.download, console=console, tensorboard=args.tensorboard)
         if int(os.environ.get("RANK", "0")) != 0:
             return 1 if summary.failed() else 0
     else:
         device = _resolve_device(args.device)
         console.print(f"{len(jobs)} jobs on {device}, profile {args.profile}; records in {out}/records.jsonl")
         summary = run_jobs(jobs, out, device=device, data_root=args.data_root, job_timeout=args.job_timeout,
-                           resume=args.resume, stop_on_skip=stop_on_skip, download=args.download, console=console)
+                           resume=args.resume, stop_on_skip=stop_on_skip, download=args.download, console=console,
+                           tensorboard=args.tensorboard)
     print_summary(summary, console)
     if summary.interrupted:
         return 128 + int(summary.signal)  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP

@@ -84,6 +84,7 @@ class Job:
     measure: Callable[[], dict[str, Any]] | None = None  # measurement job
     backends: dict[str, str] = field(default_factory=dict)  # attention -> backend used (measurement jobs)
     warnings: list[str] = field(default_factory=list)  # what went wrong without spoiling the result (record env)
+    curve: dict[str, Any] | None = None  # the learning curve the training loop leaves (suite.harness.train)
 
     def save_artifact(self, what: str, save: Callable[[], Any]) -> None:
         """Run ``save()`` (a write to the job's artifacts folder); an OSError (full or read-only disk) becomes a

@@ -133,10 +133,13 @@ def one_line(err: BaseException) -> str:
 
 
 def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int = 0, world_size: int = 1, *,
-            download: bool = False, artifacts_dir: Path | None = None) -> dict[str, Any]:
-    """Build and run ``spec`` here on ``device`` (already resolved); returns the outcome (module docstring).
+            download: bool = False, artifacts_dir: Path | None = None,
+            tensorboard: Path | None = None) -> dict[str, Any]:
+    """Build and run ``spec`` here on ``device`` (already resolved); returns the outcome (module docstring),
+    with the training job's learning curve under ``curve``.
 
-    ``data_root``, ``download`` and ``artifacts_dir`` reach the builder as ``BuildContext`` fields.
+    ``data_root``, ``download`` and ``artifacts_dir`` reach the builder as ``BuildContext`` fields;
+    ``tensorboard`` (a folder) receives the job's curve live.
     """
     from suite.harness.train import DivergedError, attention_backends, train_and_evaluate
 
@@ -154,7 +157,7 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
         job = builder(ctx)
         job.validate(spec.config["builder"])
         outcome["data"] = dict(job.data_info)
-        metrics = job.measure() if job.measure is not None else train_and_evaluate(job, ctx)
+        metrics = job.measure() if job.measure is not None else train_and_evaluate(job, ctx, tensorboard)
         outcome["metrics"] = metrics
         if rank == 0 and spec.config["metric"] not in metrics:
             outcome["error"] = (f"the job finished but its metrics lack the task's main metric "
@@ -169,6 +172,7 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
         status = "oom" if is_out_of_memory(err) else "error"
         outcome.update(status=status, error=one_line(err), traceback=traceback.format_exc())
     if job is not None:
+        outcome["curve"] = job.curve
         if job.warnings:
             outcome["env"]["warnings"] = list(job.warnings)
         backends = dict(job.backends)

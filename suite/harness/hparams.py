@@ -164,4 +164,6 @@ TRAINING: tuple[HParam, ...] = (
     HParam("min_lr_ratio", "float", 0.0, "final learning rate as a fraction of lr", low=0, high=1),
     HParam("grad_clip", "float", 1.0, "gradient-norm clip (null: off)", low=0, low_open=True, nullable=True),
     HParam("amp", "str", "bf16", "autocast on CUDA (the CPU always runs fp32)", choices=("bf16", "none")),
+    HParam("eval_points", "int", 4, "evaluations along training for the learning curve (the last is the final one)",
+           low=1),
 )

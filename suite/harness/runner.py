@@ -6,8 +6,10 @@
   set becomes that job's record and the run goes on. Ctrl-C stops the run after recording every job that
   finished (the job in flight is dropped and runs again on ``--resume``).
 - Records go to ``OUT/records.jsonl``; each job's own stdout/stderr (and traceback, if any) to
-  ``OUT/logs/<job>.log`` (deleted when empty), and what it saves (LM checkpoints) to ``OUT/artifacts/<job>/``,
-  where ``<job>`` is the readable ``records.job_slug`` (task, attention, L, seed, key).
+  ``OUT/logs/<job>.log`` (deleted when empty), its learning curve to ``OUT/curves/<job>.json`` (written after
+  its record), and what it saves (LM checkpoints) to ``OUT/artifacts/<job>/``, where ``<job>`` is the
+  readable ``records.job_slug`` (task, attention, L, seed, key). ``tensorboard`` (a folder) receives every
+  job's curve live, one run per job.
 - ``resume=True`` skips jobs whose latest record in OUT is ``ok``; without it, an OUT that already holds
   records is refused, so a record is never duplicated by accident.
 - ``run_in_process`` is the torchrun path: every rank runs the same jobs in its own process with
@@ -22,6 +24,7 @@ key (``--resume --download`` re-runs a job skipped for missing data under the sa
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -51,6 +54,7 @@ from suite.harness.builders import Builder
 
 FAILED = ("oom", "diverged", "timeout", "error")
 ARTIFACTS_DIR = "artifacts"
+CURVES_DIR = "curves"
 MIN_FREE_BYTES = 16 << 20  # refuse to start a run on a disk with less room than this
 MAX_JOBS = 100_000  # a plan larger than this is a typo (e.g. --seeds 100000000), refused before it is built
 
@@ -205,7 +209,7 @@ def _child_main(conn, payload: dict[str, Any]) -> None:
         spec: JobSpec = payload["spec"]
         try:
             outcome = run_job(spec, payload["device"], payload["data_root"], download=payload["download"],
-                              artifacts_dir=payload["artifacts_dir"])
+                              artifacts_dir=payload["artifacts_dir"], tensorboard=payload["tensorboard"])
         except Exception as err:  # noqa: BLE001 - still a record, not a hang
             import traceback
 
@@ -343,7 +347,7 @@ def _log_line(record: dict[str, Any], spec: JobSpec) -> Text:
 def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: str | None = None,
              job_timeout: float | None = None, resume: bool = False, stop_on_skip: bool = False,
              download: bool = False, console: Console | None = None,
-             min_free_bytes: int = MIN_FREE_BYTES) -> RunSummary:
+             min_free_bytes: int = MIN_FREE_BYTES, tensorboard: Path | None = None) -> RunSummary:
     """Run ``jobs`` one child process each, appending a record per finished job to ``OUT/records.jsonl``.
 
     ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` ends the run at the first
@@ -367,7 +371,7 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
         try:
             for spec in todo:
                 progress.update(bar, description=spec.label())
-                record = _run_and_record(spec, out, device, data_root, job_timeout, env, download)
+                record = _run_and_record(spec, out, device, data_root, job_timeout, env, download, tensorboard)
                 progress.console.print(_log_line(record, spec))
                 progress.advance(bar)
                 if stop_on_skip and record["status"] == "skipped":
@@ -421,22 +425,42 @@ def stop_signals_interrupt() -> Iterator[None]:
 
 
 def _run_and_record(spec: JobSpec, out: Path, device: str, data_root: str | None, job_timeout: float | None,
-                    env: dict[str, Any], download: bool) -> dict[str, Any]:
-    """Run one job in a child process and append its record; its log file is removed when empty."""
+                    env: dict[str, Any], download: bool, tensorboard: Path | None) -> dict[str, Any]:
+    """Run one job in a child process, append its record, then save its curve; an empty log file is removed."""
     log = out / "logs" / f"{spec.slug}.log"
     payload = {"spec": spec, "device": device, "data_root": data_root, "environ": dict(os.environ),
-               "download": download, "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(), "log": str(log)}
+               "download": download, "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(), "log": str(log),
+               "tensorboard": None if tensorboard is None else Path(tensorboard).resolve() / spec.slug}
     started_at, start = now_iso(), time.monotonic()
     outcome = _run_in_child(payload, job_timeout)
     record = _record(spec, outcome, env, started_at, time.monotonic() - start)
     append_record(out, record)
+    save_curve(out, spec.slug, record, outcome.get("curve"))
     if log.exists() and log.stat().st_size == 0:
         log.unlink()
     return record
 
 
+def save_curve(out: Path, slug: str, record: dict[str, Any], curve: dict[str, Any] | None) -> None:
+    """Write ``OUT/curves/<job>.json`` (the record's identity and the curve) whole or not at all; a failure
+    (a full disk) is a warning line, never the end of the run: the record is already safe."""
+    if not curve:
+        return
+    identity = {k: record[k] for k in ("key", "task", "attention", "profile", "seed", "seq_len")}
+    path = out / CURVES_DIR / f"{slug}.json"
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        partial.write_text(json.dumps({**identity, "metric": record["config"]["metric"], **curve}, default=str))
+        os.replace(partial, path)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        print(f"warning: the curve of {slug} was not saved ({err.strerror or err})", file=sys.stderr)
+
+
 def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data_root: str | None = None,
-                   resume: bool = False, download: bool = False, console: Console | None = None) -> RunSummary:
+                   resume: bool = False, download: bool = False, console: Console | None = None,
+                   tensorboard: Path | None = None) -> RunSummary:
     """The torchrun path: each rank runs every job here under DDP (gloo on CPU, nccl on GPU); rank 0 records."""
     import torch.distributed as dist
 
@@ -471,11 +495,13 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     for spec in todo:
         started_at, start = now_iso(), time.monotonic()
         outcome = run_job(spec, resolved, data_root, rank=rank, world_size=world, download=download,
-                          artifacts_dir=(out / ARTIFACTS_DIR / spec.slug).resolve())
+                          artifacts_dir=(out / ARTIFACTS_DIR / spec.slug).resolve(),
+                          tensorboard=None if tensorboard is None else Path(tensorboard).resolve() / spec.slug)
         dist.barrier()
         if rank == 0:
             record = _record(spec, outcome, env, started_at, time.monotonic() - start)
             append_record(out, record)
+            save_curve(out, spec.slug, record, outcome.get("curve"))
             console.print(_log_line(record, spec))
         summary.ran += 1
     dist.barrier()

@@ -15,6 +15,13 @@ training loss raises ``DivergedError``. Then it evaluates once and returns the m
   ``ddp_param_max_diff`` (largest difference between ranks of per-tensor parameter checksums, 0 when the
   replicas agree).
 
+It also leaves the job's learning curve in ``job.curve`` (at a bounded number of points, whatever the number
+of steps): ``{"train": [{"step", "tokens", "loss"}, ...], "eval": [{"step", "tokens", <task metrics>}, ...]}``
+with the training loss averaged over windows of ``ceil(steps / 100)`` steps, and the task's evaluation at
+``eval_points`` evenly spaced steps, the last one being the final evaluation (intermediate evaluations are
+not counted in the training time or throughput). With ``tensorboard`` (a folder) the same points go to a
+TensorBoard event file there as they happen, to watch a night live.
+
 Under ``torchrun`` (``ctx.world_size > 1``, process group already initialised) the model is wrapped in
 ``DistributedDataParallel``; the builder shards the training data by rank; rank 0 evaluates.
 Hyperparameters (from ``ctx.hparams``): those of ``suite.harness.hparams.TRAINING`` (steps | epochs, lr,
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from collections import deque
 from contextlib import nullcontext
 from typing import Any, Iterable, Iterator
@@ -153,10 +161,53 @@ def _param_checksums(model: nn.Module) -> torch.Tensor:
 
 
 _TRAINING = by_name(TRAINING)
+CURVE_POINTS = 100  # at most this many training-loss points per job
 
 
-def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
-    """Train ``job.model`` and evaluate it; returns the metrics (module docstring). Raises DivergedError."""
+class _Curve:
+    """The learning curve of one job (module docstring), mirrored to TensorBoard when a folder is given."""
+
+    def __init__(self, total_steps: int, eval_points: int, tensorboard: Path | None) -> None:
+        self.window = max(1, math.ceil(total_steps / CURVE_POINTS))
+        self.eval_steps = {max(1, round(total_steps * i / eval_points)) for i in range(1, eval_points)}
+        self.eval_steps.discard(total_steps)  # the final evaluation is the job's own
+        self.train: list[dict[str, float]] = []
+        self.eval: list[dict[str, float]] = []
+        self.writer = None
+        if tensorboard is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(tensorboard))
+
+    def train_point(self, step: int, tokens: int, loss: float) -> None:
+        self.train.append({"step": step, "tokens": tokens, "loss": loss})
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss, step)
+
+    def eval_point(self, step: int, tokens: int, metrics: dict[str, float]) -> None:
+        self.eval.append({"step": step, "tokens": tokens, **metrics})
+        if self.writer is not None:
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"eval/{name}", value, step)
+            self.writer.flush()
+
+    def close(self) -> dict[str, Any]:
+        if self.writer is not None:
+            self.writer.close()
+        return {"train": self.train, "eval": self.eval}
+
+
+def _evaluate(job: Job, model: nn.Module, device: str, hp: dict[str, Any], count) -> tuple[dict[str, float], Any]:
+    """The task's metrics on the eval batches (no grad), and the counting wrapper (samples, tokens)."""
+    counting = _CountingBatches(job.eval_batches, device, count)
+    with torch.no_grad(), _autocast(device, hp):
+        task_metrics = job.evaluate(model, counting)
+    return {k: float(v) for k, v in task_metrics.items()}, counting
+
+
+def train_and_evaluate(job: Job, ctx: BuildContext, tensorboard: Path | None = None) -> dict[str, float]:
+    """Train ``job.model`` and evaluate it; returns the metrics and leaves the learning curve in ``job.curve``
+    (module docstring). Raises DivergedError."""
     hp, device = resolve(ctx.hparams, _TRAINING), ctx.device
     distributed = ctx.world_size > 1
     count = job.count_batch or default_count_batch(ctx.seq_len)
@@ -183,15 +234,18 @@ def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
     recent: deque[torch.Tensor] = deque(maxlen=max(1, total_steps // 10))
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     counted = [0, 0]  # samples, tokens of the timed steps (every step but the first, unless there is one)
+    curve = _Curve(total_steps, int(hp["eval_points"]), tensorboard if ctx.rank == 0 else None)
+    window_loss, tokens_seen, eval_seconds = torch.zeros((), device=device), 0, 0.0
     synchronize(device)
     started = timed_from = time.perf_counter()
     for step in range(total_steps):
         if step == 1:
             synchronize(device)
-            timed_from, counted = time.perf_counter(), [0, 0]
+            timed_from, counted, eval_seconds = time.perf_counter(), [0, 0], 0.0
         batch = next(batches)
         samples, tokens = count(batch)
         counted = [counted[0] + samples, counted[1] + tokens]
+        tokens_seen += tokens
         batch = to_device(batch, device)
         with _autocast(device, hp):
             loss = job.loss_fn(model, batch)
@@ -200,17 +254,34 @@ def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
         if ((step + 1) % _DIVERGENCE_CHECK_EVERY == 0 or step + 1 == total_steps) and bool(nonfinite):
             raise DivergedError(f"training loss became NaN or infinite by step {step + 1} of {total_steps}")
         recent.append(loss_value)
+        window_loss += loss_value
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
         optimizer.step()
         scheduler.step()
+        done = step + 1
+        if done % curve.window == 0 or done == total_steps:
+            curve.train_point(done, tokens_seen, float(window_loss) / (done - (done - 1) // curve.window * curve.window))
+            window_loss.zero_()
+        if done in curve.eval_steps:
+            with Stopwatch(device) as paused:
+                if ctx.rank == 0:
+                    core.eval()
+                    curve.eval_point(done, tokens_seen, _evaluate(job, core, device, hp, count)[0])
+                    core.train()
+                if distributed:
+                    import torch.distributed as dist
+
+                    dist.barrier()
+            eval_seconds += paused.seconds
     synchronize(device)
     finished = time.perf_counter()
-    timed_samples, timed_tokens, train_seconds = counted[0], counted[1], finished - timed_from
+    timed_samples, timed_tokens = counted[0], counted[1]
+    train_seconds = finished - timed_from - eval_seconds
 
-    metrics: dict[str, float] = {"train_steps": total_steps, "train_s": finished - started,
+    metrics: dict[str, float] = {"train_steps": total_steps, "train_s": finished - started - eval_seconds,
                                  "train_loss": float(torch.stack(list(recent)).mean())}
     if distributed:
         import torch.distributed as dist
@@ -231,10 +302,10 @@ def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
 
     if ctx.rank == 0:
         core.eval()
-        counting = _CountingBatches(job.eval_batches, device, count)
-        with torch.no_grad(), _autocast(device, hp), Stopwatch(device) as eval_time:
-            task_metrics = job.evaluate(core, counting)
-        metrics.update({k: float(v) for k, v in task_metrics.items()})
+        with Stopwatch(device) as eval_time:
+            task_metrics, counting = _evaluate(job, core, device, hp, count)
+        metrics.update(task_metrics)
+        curve.eval_point(total_steps, tokens_seen, task_metrics)
         metrics["eval_s"] = eval_time.seconds
         metrics["infer_samples_per_s"] = counting.samples / eval_time.seconds
         metrics["infer_tokens_per_s"] = counting.tokens / eval_time.seconds
@@ -247,4 +318,5 @@ def train_and_evaluate(job: Job, ctx: BuildContext) -> dict[str, float]:
         dist.barrier()
     metrics["peak_mem_bytes"] = peak_memory_bytes(device)
     metrics["params"] = sum(p.numel() for p in core.parameters())
+    job.curve = curve.close()
     return metrics
