@@ -174,19 +174,19 @@ def test_a_cpu_allocation_failure_is_recorded_as_oom():
 
 
 def test_a_job_the_oom_killer_ends_is_recorded_as_oom(tmp_path, tiny_plugins, monkeypatch):
-    from suite.harness import runner
+    from suite.harness import jobproc
 
     counts = iter([0, 1])  # the cgroup's oom_kill count rises while the job runs
-    monkeypatch.setattr(runner, "oom_kill_count", lambda: next(counts))
+    monkeypatch.setattr(jobproc, "oom_kill_count", lambda: next(counts))
     (record,) = run_jobs(tiny_jobs_for(tmp_path, '{steps: 1, inject: {"8": crash}}', [8]), tmp_path / "out",
                          console=quiet()).records
     assert record["status"] == "oom" and "OOM killer" in record["error"]
 
 
 def test_a_job_killed_otherwise_stays_an_error(tmp_path, tiny_plugins, monkeypatch):
-    from suite.harness import runner
+    from suite.harness import jobproc
 
-    monkeypatch.setattr(runner, "oom_kill_count", lambda: 0)
+    monkeypatch.setattr(jobproc, "oom_kill_count", lambda: 0)
     (record,) = run_jobs(tiny_jobs_for(tmp_path, '{steps: 1, inject: {"8": crash}}', [8]), tmp_path / "out",
                          console=quiet()).records
     assert record["status"] == "error" and "SIGKILL" in record["error"]

@@ -5,7 +5,8 @@ model around a registry attention. Hyperparameters steer it: ``sleep`` (seconds 
 ``inject`` ({"<seq_len>": what}) makes the job at that L fail: ``missing`` (DataMissingError), ``error``,
 ``oom`` (torch.OutOfMemoryError), ``cpu-oom`` (a real CPU allocation failure: torch asked for 2^60 bytes),
 ``diverge`` (NaN loss), ``hang`` (sleeps an hour), ``crash`` (the process kills itself with SIGKILL),
-``once:<path>`` (an error the first time, when <path> does not exist yet), ``fill:<path>`` (writes <path> until
+``once:<path>`` (an error the first time, when <path> does not exist yet), ``hang-once:<path>`` (hangs the
+first time), ``fill:<path>`` (writes <path> until
 the disk is full, when it does not exist yet). ``artifact_kb`` writes a file of
 that size to the job's artifacts folder after training (atomically, as real jobs save checkpoints).
 """
@@ -87,6 +88,9 @@ def build_tiny(ctx: BuildContext) -> Job:
     if inject == "cpu-oom":
         torch.empty(1 << 60, dtype=torch.uint8)
     if inject == "hang":
+        time.sleep(3600)
+    if isinstance(inject, str) and inject.startswith("hang-once:") and not Path(inject[10:]).exists():
+        Path(inject[10:]).write_text("hung once")
         time.sleep(3600)
     if inject == "crash":
         os.kill(os.getpid(), signal.SIGKILL)

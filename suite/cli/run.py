@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from suite.cli.options import attention_specs, comma_list, key_value, lengths, out_dir, positive_int, seconds
+from suite.cli.options import (attention_specs, comma_list, key_value, lengths, out_dir, positive_float, positive_int,
+                               seconds)
 from suite.console import make_console
 from suite.data import DATA_ROOT_ENV
 from suite.errors import UsageError
@@ -39,6 +40,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="override a declared hyperparameter of the tasks that declare it, e.g. --set lr=3e-4 "
                         "--set depth=2 (repeatable; part of the job key; `list --hparams` lists them)")
+    p.add_argument("--plan", action="store_true",
+                   help="print every job (data status, estimated time and peak memory, done in --out) and the "
+                        "totals for --workers, and run nothing")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="--plan output: a table, or JSON / CSV for scripts (default: table)")
+    p.add_argument("--history", type=comma_list, default=[], metavar="DIR[,DIR]",
+                   help="earlier run directories (or records files) whose records estimate job times, beside --out")
     p.add_argument("--rehearse", action="store_true",
                    help="run the profile end to end at a couple of steps, batches and examples per job (each "
                         "family's rehearsal overrides, recorded in config.overrides) and at its shortest L only: "
@@ -54,6 +62,30 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "lm-eval task); nothing is downloaded without it")
     p.add_argument("--device", default="auto", metavar="DEV",
                    help="auto (cuda when a GPU is visible), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="run up to N jobs at once, longest first (default: one per GPU of --devices; 1 on a CPU, "
+                        "where N workers split the cores between them)")
+    p.add_argument("--devices", type=comma_list, metavar="cuda:0,cuda:1",
+                   help="GPUs to spread the jobs over, one job per device at a time, each pinned through "
+                        "CUDA_VISIBLE_DEVICES (default with --device cuda: every visible GPU)")
+    slurm = p.add_argument_group(
+        "Slurm", "--launcher slurm submits the jobs as one Slurm job array through submitit, waits and records\n"
+                 "each as it ends (or --no-wait, then `suite --collect --out DIR`); submitit-local runs the same\n"
+                 "path on this machine with submitit's local executor.")
+    slurm.add_argument("--launcher", choices=("local", "slurm", "submitit-local"), default="local",
+                       help="local: the worker pool on this machine (default); slurm: a Slurm job array")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--time", type=positive_int, default=60, metavar="MIN",
+                       help="time limit per job in minutes (default: 60); a job past it is recorded as timeout")
+    slurm.add_argument("--gpus-per-job", type=int, default=0, metavar="N", help="GPUs per job (default: 0)")
+    slurm.add_argument("--cpus-per-job", type=positive_int, default=1, metavar="N", help="CPUs per job (default: 1)")
+    slurm.add_argument("--mem", type=positive_float, metavar="GB", help="memory per job in GB (default: the cluster's)")
+    slurm.add_argument("--array-parallelism", type=positive_int, default=64, metavar="N",
+                       help="at most N array tasks at once (default: 64)")
+    slurm.add_argument("--sbatch", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                       help="an extra sbatch parameter, e.g. --sbatch account=abc --sbatch qos=high (repeatable)")
+    slurm.add_argument("--no-wait", action="store_true",
+                       help="submit and return; gather the results later with `suite --collect --out DIR`")
     p.add_argument("--job-timeout", type=seconds, metavar="S",
                    help="stop a job after S seconds and record it as timeout (default: no limit)")
     p.add_argument("--resume", action="store_true",
@@ -121,6 +153,29 @@ def _resolve_device(device: str) -> str:
         raise UsageError(f"--device: {err}") from None
 
 
+def _slots(args: argparse.Namespace, device: str) -> list:
+    """The worker pool: --devices (checked against what torch sees), else every visible GPU for a CUDA run with
+    several, else --workers slots on the device."""
+    from suite.harness.execute import resolve_device
+    from suite.harness.runner import make_slots
+
+    devices = args.devices
+    if devices:
+        for name in devices:
+            try:
+                resolve_device(name)
+            except ValueError as err:
+                raise UsageError(f"--devices {name}: {err}") from None
+            if name.startswith("cuda") and ":" not in name:
+                raise UsageError(f"--devices {name}: name each GPU (cuda:0,cuda:1,...)")
+    elif device == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+        devices = [f"cuda:{i}" for i in range(count)] if count > 1 else None
+    return make_slots(device, args.workers, devices)
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for key, value in args.overrides:
@@ -140,6 +195,8 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out DIR (the run to continue)")
+    if args.launcher == "local" and (args.no_wait or args.sbatch or args.partition):
+        raise UsageError("--no-wait, --sbatch and --partition apply to --launcher slurm")
     if args.data_root and not Path(args.data_root).is_dir():
         raise UsageError(f"--data-root {args.data_root}: no such directory")
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -148,19 +205,40 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
     attentions = attention_specs(args.attn) if args.attn else None
     jobs = plan_jobs(tasks, args.profile, attentions, args.seeds, args.seq_len, overrides=_overrides(args),
                      rehearse=args.rehearse)
+    if args.plan:
+        return _print_plan(args, jobs)
     out = args.out or default_out_dir(name)
     console = make_console()
-    if torchrun:  # launched by torchrun: every rank runs the jobs under DDP
+    if args.launcher != "local":
+        from suite.harness.runner import run_on_slurm
+        from suite.harness.slurm import SlurmOptions
+
+        options = SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job,
+                               cpus_per_job=args.cpus_per_job, mem_gb=args.mem,
+                               array_parallelism=args.array_parallelism,
+                               sbatch={k: str(v) for k, v in args.sbatch},
+                               cluster="slurm" if args.launcher == "slurm" else "local")
+        summary = run_on_slurm(jobs, out, options, data_root=args.data_root, resume=args.resume,
+                               download=args.download, tensorboard=args.tensorboard, wait=not args.no_wait,
+                               console=console)
+    elif torchrun:  # launched by torchrun: every rank runs the jobs under DDP
         summary = run_in_process(jobs, out, device=args.device, data_root=args.data_root, resume=args.resume,
                                  download=args.download, console=console, tensorboard=args.tensorboard)
         if int(os.environ.get("RANK", "0")) != 0:
             return 1 if summary.failed() else 0
     else:
         device = _resolve_device(args.device)
-        console.print(f"{len(jobs)} jobs on {device}, profile {args.profile}; records in {out}/records.jsonl")
+        slots = _slots(args, device)
+        where = ", ".join(dict.fromkeys(slot.label for slot in slots))
+        console.print(f"{len(jobs)} jobs on {where} ({len(slots)} at a time), profile {args.profile}; "
+                      f"records in {out}/records.jsonl")
+        if len(slots) > 1:
+            from suite.harness.plan import longest_first
+
+            jobs = longest_first(jobs, out, device, [Path(h) for h in args.history])
         summary = run_jobs(jobs, out, device=device, data_root=args.data_root, job_timeout=args.job_timeout,
                            resume=args.resume, stop_on_skip=stop_on_skip, download=args.download, console=console,
-                           tensorboard=args.tensorboard)
+                           tensorboard=args.tensorboard, slots=slots)
     print_summary(summary, console)
     if summary.interrupted:
         return 128 + int(summary.signal)  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
@@ -171,6 +249,57 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
     return 1 if summary.failed() else 0
 
 
+def _size(nbytes: float | None) -> str:
+    if nbytes is None or nbytes != nbytes:  # None or NaN
+        return "-"
+    return f"{nbytes / 2**30:.2f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"
+
+
+def _print_plan(args: argparse.Namespace, jobs: list) -> int:
+    """``--plan``: every job and the totals (suite.harness.plan), as a table, JSON or CSV; runs nothing."""
+    import json
+    import sys
+
+    from rich.table import Table
+
+    from suite.harness.plan import duration, plan_frame, plan_totals
+    from suite.harness.rundir import done_keys
+
+    device = _resolve_device(args.device)
+    workers = len(_slots(args, device))
+    history = [Path(h) for h in args.history]
+    done: set[str] = set()
+    if args.out is not None and Path(args.out).is_dir():
+        history.append(Path(args.out))
+        if args.resume:
+            done = done_keys(Path(args.out), True)[0]
+    frame = plan_frame(jobs, device, args.data_root, done, history)
+    totals = plan_totals(frame, workers)
+    if args.format == "json":
+        print(json.dumps({"totals": totals, "jobs": frame.to_dict("records")}, indent=1, default=str))
+        return 0
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+        return 0
+    table = Table(title=f"plan: {len(frame)} jobs, profile {args.profile}, on {device}")
+    for column in ("task", "attention", "L", "seed", "data", "est. time", "est. peak", "estimate", "done"):
+        table.add_column(column, justify="right" if column in ("L", "seed", "est. time", "est. peak") else "left")
+    for row in frame.itertuples():
+        table.add_row(row.task, row.attention, str(row.L), str(row.seed), row.data, duration(row.est_s), _size(row.est_peak_bytes),
+                      row.estimate, "ok" if row.done else "")
+    console = make_console()
+    console.print(table)
+    for task, fix in dict.fromkeys((r.task, r.fix) for r in frame.itertuples() if r.fix):
+        console.print(f"missing data: {task}: {fix}", markup=False, highlight=False)
+    missing = totals["missing_data"]
+    skipped = f" ({missing} without their data: they will be skipped)" if missing else ""
+    console.print(f"{totals['jobs']} jobs: {totals['done']} already ok, {totals['to_run']} to run{skipped}; about "
+                  f"{duration(totals['job_seconds'])} of job time, {duration(totals['wall_seconds'])} of wall time on "
+                  f"{workers} worker(s). Estimates: 'record'/'similar' from earlier records on this device, 'model' "
+                  "from a rough cost model (suite.harness.plan)", markup=False, highlight=False)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one task's jobs (each attention x seed x length)."""
     from suite.tasks import select_tasks
@@ -179,8 +308,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    """Run every selected task's jobs."""
+    """Run every selected task's jobs (or, with --collect, record what a Slurm submission has finished)."""
     from suite.tasks import select_tasks
+
+    if args.collect:
+        from suite.harness.runner import collect_slurm, print_summary
+
+        if args.out is None:
+            raise UsageError("--collect needs --out DIR (the run whose Slurm jobs to gather)")
+        console = make_console()
+        summary = collect_slurm(args.out, console)
+        print_summary(summary, console)
+        return 1 if summary.failed() else 0
 
     return _run_tasks(args, select_tasks(_load_tasks(), args.tasks, args.families), stop_on_skip=False, name="suite")
 
@@ -208,6 +347,8 @@ def add_parsers(sub) -> None:
                                    "goes on; Ctrl-C stops after recording what finished; --resume --out DIR continues.\n"
                                    "Exits 1 if a job failed (skipped jobs, i.e. missing data, do not count).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--collect", action="store_true",
+                   help="record what the Slurm jobs of --out (submitted with --no-wait) have finished, and exit")
     p.add_argument("--families", type=comma_list, metavar="F,G", help="only tasks of these families")
     p.add_argument("--tasks", type=comma_list, metavar="T,U", help="only these tasks")
     add_run_options(p)

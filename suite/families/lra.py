@@ -9,6 +9,7 @@ tasks have a fixed L (1024, 1024, 16384) and reject another. Evaluation: ``accur
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,9 +17,11 @@ import torch.nn.functional as F
 
 from suite.data.batching import SeededBatches
 from suite.data.lra import PIXEL_TASKS, load_lra
+from suite.data.lra.status import lra_data_status
 from suite.families.classifier import evaluate_classifier
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
+from suite.harness.plan import transformer_cost
 from suite.models.lra import LRAClassifier, LRAConfig, LRADualClassifier
 
 _MODEL = LRAConfig(vocab_size=1, num_classes=2, max_len=1)  # the model defaults, declared below from one source
@@ -55,8 +58,24 @@ def lra_evaluate(model, batches) -> dict[str, float]:
     return evaluate_classifier(model, batches, _logits_and_labels)
 
 
+#: training examples of each LRA task's release (for the cost of an epoch)
+TRAIN_SIZES = {"listops": 96_000, "text": 25_000, "retrieval": 147_086, "image": 45_000, "pathfinder": 160_000,
+               "pathx": 160_000}
+
+
+def lra_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: str) -> tuple[float, float]:
+    """Rough (FLOPs, peak bytes) of an LRA job: its steps (Retrieval: two documents per example), evaluations."""
+    examples = hp.get("num_train") or TRAIN_SIZES.get(data.get("task"), 50_000)
+    steps = hp.get("steps") or math.ceil(float(hp.get("epochs") or 1) * examples / hp["batch_size"])
+    dims = dict(tokens=seq_len, dim=hp["dim"], depth=hp["depth"], mlp_hidden=hp["mlp_dim"], attention=attention)
+    flops, peak = transformer_cost(examples=steps * hp["batch_size"], **dims)
+    evals, _ = transformer_cost(examples=(hp.get("num_eval") or 2000) * hp["eval_points"], train=False, **dims)
+    return flops + evals, peak + hp["batch_size"] * seq_len * hp["dim"] * hp["depth"] * 4 * 24
+
+
 @register_builder("lra", HPARAMS, "a Long Range Arena task with the LRA Transformer encoder (dual for Retrieval)",
-                  rehearsal={"steps": 2, "batch_size": 4, "eval_batch_size": 4, "num_train": 8, "num_eval": 8})
+                  rehearsal={"steps": 2, "batch_size": 4, "eval_batch_size": 4, "num_train": 8, "num_eval": 8},
+                  data_status=lambda data, root: lra_data_status(data["task"], root), cost=lra_cost)
 def build_lra_job(ctx: BuildContext) -> Job:
     hp: dict[str, Any] = ctx.hparams
     task = ctx.data["task"]

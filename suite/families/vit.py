@@ -15,6 +15,7 @@ hyperparameter below.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -22,10 +23,11 @@ import torch.nn.functional as F
 
 from suite.data.images import (DEFAULT_RANDAUGMENT, EpochLoader, PILArrays, Transformed, array_batches,
                                seeded_indices, timm_transforms)
-from suite.data.vision import ImageArrays, VisionData, load_vision
+from suite.data.vision import ImageArrays, VisionData, load_vision, vision_data_status
 from suite.families.classifier import evaluate_classifier
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
+from suite.harness.plan import transformer_cost
 from suite.models.vit import PRESETS, Geometry, create_vit, nearest_geometry, valid_geometries
 
 #: the suite's pooling words -> timm's global_pool
@@ -176,8 +178,25 @@ REHEARSAL = {"steps": 2, "batch_size": 8, "batch_tokens": None, "eval_batch_size
              "num_workers": 2}
 
 
+#: training images of each source (for the cost of an epoch)
+TRAIN_SIZES = {"fashion-mnist": 60_000, "mnist-5k": 4_000, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+
+
+def vit_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: str) -> tuple[float, float]:
+    """Rough (FLOPs, peak bytes) of a ViT job: its steps of batches of L-token images, and the evaluations."""
+    shape = vit_shape(hp)
+    batch = hp.get("batch_size") or max(2, 2 * round(int(hp.get("batch_tokens") or 6400) / seq_len / 2))
+    examples = hp.get("num_train") or TRAIN_SIZES.get(data.get("source"), 50_000)
+    steps = hp.get("steps") or math.ceil(float(hp.get("epochs") or 1) * examples / batch)
+    dims = dict(tokens=seq_len, dim=int(shape["embed_dim"]), depth=int(shape["depth"]),
+                mlp_hidden=int(shape["mlp_ratio"] * shape["embed_dim"]), attention=attention)
+    flops, peak = transformer_cost(examples=steps * batch, **dims)
+    evals, _ = transformer_cost(examples=(hp.get("num_eval") or 10000) * hp["eval_points"], train=False, **dims)
+    return flops + evals, peak + batch * seq_len * dims["dim"] * dims["depth"] * 4 * 24
+
+
 @register_builder("vit", HPARAMS, "timm ViT image classification with the job's attention in every block",
-                  rehearsal=REHEARSAL)
+                  rehearsal=REHEARSAL, data_status=lambda data, root: vision_data_status(data, root), cost=vit_cost)
 def build_vit_job(ctx: BuildContext) -> Job:
     hp: dict[str, Any] = ctx.hparams
     data = load_vision(ctx.data, ctx.data_root, download=ctx.download or bool(ctx.data.get("download")))

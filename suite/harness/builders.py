@@ -116,7 +116,10 @@ class Builder:
     ValueError for what only the builder can judge (e.g. lm-eval task names), so a night does not start on it.
     ``rehearsal``: the overrides that cut a profile's steps, batches and examples to a couple each, keeping
     its model shape, data pipeline, augmentation, optimizer and evaluation (``run --rehearse``: a GPU night's
-    ``full`` profile end to end on a CPU in minutes).
+    ``full`` profile end to end on a CPU in minutes). ``data_status(data section, data root)`` says, without
+    loading anything, which data a job would use: ("real" | "substitute" | "generated" | "missing", detail; for
+    missing data the instructions). ``cost(hparams, data section, L, attention)`` is a job's rough (FLOPs, peak bytes), for
+    the plan's estimates where no earlier record says better (``suite.harness.plan``).
     """
 
     name: str
@@ -125,6 +128,8 @@ class Builder:
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
     rehearsal: dict[str, Any] = field(default_factory=dict)
+    data_status: Callable[[dict[str, Any], Any], tuple[str, str]] | None = None
+    cost: Callable[[dict[str, Any], dict[str, Any], int, str], tuple[float, float]] | None = None
 
     def __call__(self, ctx: BuildContext) -> Job:
         """Build the job, ``ctx.hparams`` checked against the declarations and over the declared defaults (already
@@ -149,7 +154,10 @@ _REGISTRY: dict[str, Builder] = {}
 
 def register_builder(name: str, hparams: Sequence[HParam], description: str = "",
                      check: Callable[[dict[str, Any]], None] | None = None,
-                     rehearsal: dict[str, Any] | None = None) -> Callable[[Callable[[BuildContext], Job]], Builder]:
+                     rehearsal: dict[str, Any] | None = None,
+                     data_status: Callable[[dict[str, Any], Any], tuple[str, str]] | None = None,
+                     cost: Callable[[dict[str, Any], dict[str, Any], int, str], tuple[float, float]] | None = None
+                     ) -> Callable[[Callable[[BuildContext], Job]], Builder]:
     """Function decorator: make ``fn(ctx) -> Job`` the builder called ``name`` in task files, reading ``hparams``.
 
     The decorated name becomes the ``Builder`` (callable like the function, with the declared defaults filled in).
@@ -164,7 +172,7 @@ def register_builder(name: str, hparams: Sequence[HParam], description: str = ""
         if known is not None and (known.build.__module__, known.build.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"builder {name!r} is registered twice")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = Builder(name, fn, declared, doc, check, dict(rehearsal or {}))
+        _REGISTRY[name] = Builder(name, fn, declared, doc, check, dict(rehearsal or {}), data_status, cost)
         return _REGISTRY[name]
 
     return wrap

@@ -1,15 +1,15 @@
 """Running many jobs: plan task x attention x seed x L, run each in its own child process, record each one.
 
 - ``plan_jobs`` expands tasks into ``JobSpec``s (a job per attention, seed and sequence length).
-- ``run_jobs`` runs them one at a time, each in a fresh child process (forked from a ``forkserver`` that has
-  imported torch once), with an optional per-job timeout. A crash, OOM, divergence, timeout or missing data
-  set becomes that job's record and the run goes on. Ctrl-C stops the run after recording every job that
-  finished (the job in flight is dropped and runs again on ``--resume``).
-- Records go to ``OUT/records.jsonl``; each job's own stdout/stderr (and traceback, if any) to
-  ``OUT/logs/<job>.log`` (deleted when empty), its learning curve to ``OUT/curves/<job>.json`` (written after
-  its record), and what it saves (LM checkpoints) to ``OUT/artifacts/<job>/``, where ``<job>`` is the
-  readable ``records.job_slug`` (task, attention, L, seed, key). ``tensorboard`` (a folder) receives every
-  job's curve live, one run per job.
+- ``run_jobs`` runs them on a pool of ``Slot``s (``make_slots``: one per GPU, or N on a CPU with the cores
+  split between them), each job in a fresh child process (``suite.harness.jobproc``: forked from a
+  ``forkserver`` that imported torch once, pinned to its slot's device through ``CUDA_VISIBLE_DEVICES``), in
+  the order given (the CLI puts the longest first), with an optional per-job timeout. A crash, OOM,
+  divergence, timeout or missing data set becomes that job's record and the run goes on. The parent is the
+  only writer of ``OUT/records.jsonl`` (each record flushed and fsynced, all or nothing), so a record is never
+  torn or duplicated, and it holds the run directory's lock (``rundir.RunDirLock``) for the whole run. Ctrl-C,
+  SIGTERM and SIGHUP stop the run after recording every job that finished (jobs in flight are dropped and
+  run again on ``--resume``).
 - ``resume=True`` skips jobs whose latest record in OUT is ``ok``; without it, an OUT that already holds
   records is refused, so a record is never duplicated by accident.
 - ``run_in_process`` is the torchrun path: every rank runs the same jobs in its own process with
@@ -20,21 +20,19 @@ the builder as ``BuildContext`` fields (``data_root``, ``download``, ``artifacts
 environment. ``plan_jobs(..., overrides={key: value})`` sets declared hyperparameters (``--set``; the LM
 tasks' ``--lm-eval-tasks``) in the resolved config, so they are part of the job key and of the record.
 ``download`` only permits fetching a missing data set: it is recorded in ``env.download`` but not part of the
-key (``--resume --download`` re-runs a job skipped for missing data under the same key).
+key (``--resume --download`` re-runs a job skipped for missing data under the same key). The layout of OUT is
+in ``suite.harness.rundir``.
 """
 from __future__ import annotations
 
-import json
-import multiprocessing
 import os
-import shutil
 import signal
-import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -46,17 +44,20 @@ from rich.text import Text
 
 from suite.console import make_console
 from suite.errors import UsageError
+from suite.harness.builders import Builder
 from suite.harness.execute import JobSpec, run_job
 from suite.harness.hparams import unknown_key_message
+from suite.harness.jobproc import JobProcess, start_job_server
 from suite.harness.records import (RecordsWriteError, append_record, base_env, job_key, job_slug, latest_by_key,
-                                   make_record, now_iso, ok_keys, read_records_file, records_path)
-from suite.harness.builders import Builder
+                                   make_record, now_iso, read_records_file, records_path)
+from suite.harness.rundir import (ARTIFACTS_DIR, MIN_FREE_BYTES, RunDirLock, default_out_dir, done_keys,
+                                  ensure_out_dir, save_curve)
 
 FAILED = ("oom", "diverged", "timeout", "error")
-ARTIFACTS_DIR = "artifacts"
-CURVES_DIR = "curves"
-MIN_FREE_BYTES = 16 << 20  # refuse to start a run on a disk with less room than this
 MAX_JOBS = 100_000  # a plan larger than this is a typo (e.g. --seeds 100000000), refused before it is built
+
+__all__ = ["FAILED", "RunSummary", "Slot", "default_out_dir", "make_slots", "plan_jobs", "print_summary",
+           "run_in_process", "run_jobs", "start_job_server"]
 
 
 class Task(Protocol):
@@ -150,175 +151,37 @@ class RunSummary:
         return [r for r in self.records if r["status"] == "skipped"]
 
 
-def default_out_dir(name: str = "suite") -> Path:
-    """``results/runs/<timestamp>-<name>/`` (name: the task for ``run``, ``suite`` for a suite)."""
-    return Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+@dataclass(frozen=True)
+class Slot:
+    """Where one job at a time runs: the device it sees, its environment, its CPU threads (None: torch's
+    default), and a label for the log."""
+
+    device: str
+    environ: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+    label: str = ""
 
 
-def prepare_out_dir(out: Path, resume: bool, min_free_bytes: int = MIN_FREE_BYTES) -> tuple[set[str], int]:
-    """Create OUT (with logs/) and check it can hold a run: a writable directory with ``min_free_bytes`` free.
-    Returns (keys already ok, number of records); UsageError, in one line, for any problem, or when OUT holds
-    records and resume is off."""
-    if not str(out).strip():
-        raise UsageError("--out: an empty path; give a directory")
-    try:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} is a file; give a directory")
-        path = records_path(out)
-        (out / "logs").mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-        free = shutil.disk_usage(out).free
-    except OSError as err:
-        raise UsageError(f"--out {out}: cannot create or write there ({err.strerror or err})") from None
-    if free < min_free_bytes:
-        raise UsageError(f"--out {out}: only {free / 2**20:.1f} MiB free on its disk (at least "
-                         f"{min_free_bytes / 2**20:.0f} MiB needed); free some space or choose another --out")
-    try:
-        existing = read_records_file(path) if path.exists() else []
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    if existing and not resume:
-        raise UsageError(f"{out} already holds {len(existing)} records; pass --resume to continue that run, "
-                         "or choose another --out")
-    return ok_keys(existing), len(existing)
+def make_slots(device: str, workers: int | None = None, devices: list[str] | None = None) -> list[Slot]:
+    """The pool: one slot per entry of ``devices`` (``cuda:N`` pins a job to GPU N through
+    ``CUDA_VISIBLE_DEVICES``; ``workers`` above their number shares them round robin), else ``workers`` slots on
+    ``device`` (default 1; several slots on a CPU split its cores between them, ``torch.set_num_threads``)."""
+    if devices:
+        count = workers or len(devices)
+        slots = []
+        for i in range(count):
+            name = devices[i % len(devices)]
+            if name.startswith("cuda:"):
+                slots.append(Slot("cuda", {"CUDA_VISIBLE_DEVICES": name.split(":", 1)[1]}, None, name))
+            else:
+                slots.append(Slot(name, {}, None, name))
+        return slots
+    count = workers or 1
+    if count == 1:
+        return [Slot(device, {}, None, device)]
+    threads = max(1, (os.cpu_count() or 1) // count) if device == "cpu" else None
+    return [Slot(device, {}, threads, f"{device}#{i}") for i in range(count)]
 
-
-# -- the child process --------------------------------------------------------------------------------
-
-def _exit_when_parent_dies() -> None:
-    parent = multiprocessing.parent_process()
-
-    def watch() -> None:
-        while parent is None or parent.is_alive():
-            time.sleep(1.0)
-        os._exit(3)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _child_main(conn, payload: dict[str, Any]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops this process
-    os.environ.clear()
-    os.environ.update(payload["environ"])  # the parent's environment now (the forkserver's may be older)
-    with open(payload["log"], "a", buffering=1) as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        _exit_when_parent_dies()
-        spec: JobSpec = payload["spec"]
-        try:
-            outcome = run_job(spec, payload["device"], payload["data_root"], download=payload["download"],
-                              artifacts_dir=payload["artifacts_dir"], tensorboard=payload["tensorboard"])
-        except Exception as err:  # noqa: BLE001 - still a record, not a hang
-            import traceback
-
-            outcome = {"status": "error", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
-                       "metrics": {}, "data": {"source": spec.config["data"]["source"], "substitute": None}, "env": {}}
-        if outcome.get("traceback"):
-            print(outcome["traceback"], file=sys.stderr, flush=True)
-        conn.send(outcome)
-        conn.close()
-
-
-_CONTEXT: Any = None
-
-
-def _mp_context():
-    global _CONTEXT
-    if _CONTEXT is None:
-        _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "suite.harness.train", "suite.harness.execute"])
-    return _CONTEXT
-
-
-def start_job_server() -> None:
-    """Start the forkserver (it imports torch once) now, so that it loads while the parent plans the run."""
-    _mp_context()
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-
-
-def _cgroup_files() -> list[Path]:
-    """Where this process's memory cgroup counts OOM kills (cgroup v2 memory.events, v1 memory.oom_control)."""
-    files = [Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control")]
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, where = line.split(":", 2)
-            if controllers == "":
-                files.insert(0, Path("/sys/fs/cgroup") / where.lstrip("/") / "memory.events")
-            elif "memory" in controllers.split(","):
-                files.insert(0, Path("/sys/fs/cgroup/memory") / where.lstrip("/") / "memory.oom_control")
-    except (OSError, ValueError):
-        pass
-    return files
-
-
-def oom_kill_count() -> int | None:
-    """How many processes the kernel's OOM killer has ended in this process's memory cgroup; None where the system
-    does not say."""
-    for path in _cgroup_files():
-        try:
-            for line in path.read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def _died(exitcode: int | None, ooms_before: int | None) -> dict[str, Any]:
-    """The outcome of a job process that ended without reporting: ``oom`` when the kernel's OOM killer ended it
-    (its cgroup's oom_kill count rose), else ``error`` saying how it ended."""
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        if name == "SIGKILL":
-            after = oom_kill_count()
-            if ooms_before is not None and after is not None and after > ooms_before:
-                return {"status": "oom", "error": "the kernel's OOM killer ended the job process (out of host memory)"}
-            hint = " (the host may have run out of memory)"
-            return {"status": "error", "error": f"the job process died from {name}{hint}"}
-        return {"status": "error", "error": f"the job process died from {name}"}
-    return {"status": "error", "error": f"the job process exited with code {exitcode} before reporting a result"}
-
-
-def _run_in_child(payload: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-    ctx = _mp_context()
-    reader, writer = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(writer, payload), name=f"job-{payload['spec'].key}")
-    outcome: dict[str, Any] | None = None
-    ooms_before = oom_kill_count()
-    try:
-        proc.start()  # the first start waits for the forkserver to import torch: not the job's time
-        deadline = None if timeout is None else time.monotonic() + timeout
-        writer.close()
-        while outcome is None:
-            if reader.poll(0.2):
-                try:
-                    outcome = reader.recv()
-                except EOFError:
-                    proc.join(5)
-                    outcome = _died(proc.exitcode, ooms_before)
-            elif deadline is not None and time.monotonic() > deadline:
-                outcome = {"status": "timeout", "error": f"the job ran past --job-timeout {timeout:g} s and was stopped"}
-            elif not proc.is_alive() and not reader.poll(0.5):
-                outcome = _died(proc.exitcode, ooms_before)
-    finally:
-        if proc.pid is not None:  # started (a Ctrl-C may come before)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-            proc.join()
-        writer.close()
-        reader.close()
-    return outcome
-
-
-# -- the parent -----------------------------------------------------------------------------------------
 
 def _record(spec: JobSpec, outcome: dict[str, Any], env: dict[str, Any], started_at: str, wall: float) -> dict[str, Any]:
     data = outcome.get("data") or {"source": spec.config["data"]["source"], "substitute": None}
@@ -334,55 +197,56 @@ def _main_metric_text(record: dict[str, Any]) -> str:
     return f"{name}={value:.4g}" if isinstance(value, (int, float)) else ""
 
 
-def _log_line(record: dict[str, Any], spec: JobSpec) -> Text:
+def _log_line(record: dict[str, Any], spec: JobSpec, slot: str = "") -> Text:
     line = Text()
     line.append(f"{record['status']:<8}", style=_STATUS_STYLE[record["status"]])
-    line.append(f" {spec.label()}  {record['wall_s']:.1f}s  ")
+    line.append(f" {spec.label()}  {record['wall_s']:.1f}s" + (f" [{slot}]" if slot else "") + "  ")
     line.append(_main_metric_text(record) if record["status"] == "ok" else (record["error"] or ""))
     for warning in record["env"].get("warnings") or []:
         line.append(f"  warning: {warning}", style="yellow")
     return line
 
 
+@dataclass
+class _Running:
+    proc: JobProcess
+    spec: JobSpec
+    slot: Slot
+    started_at: str
+    start: float
+
+
 def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: str | None = None,
              job_timeout: float | None = None, resume: bool = False, stop_on_skip: bool = False,
-             download: bool = False, console: Console | None = None,
-             min_free_bytes: int = MIN_FREE_BYTES, tensorboard: Path | None = None) -> RunSummary:
-    """Run ``jobs`` one child process each, appending a record per finished job to ``OUT/records.jsonl``.
+             download: bool = False, console: Console | None = None, min_free_bytes: int = MIN_FREE_BYTES,
+             tensorboard: Path | None = None, slots: list[Slot] | None = None) -> RunSummary:
+    """Run ``jobs`` on a pool of ``slots`` (default: one on ``device``), one child process per job, appending a
+    record per finished job to ``OUT/records.jsonl`` (module docstring).
 
-    ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` ends the run at the first
-    ``skipped`` job (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to fetch a
-    missing data set. Ctrl-C, SIGTERM and SIGHUP stop the run after recording every finished job (the summary
-    says ``interrupted`` and which signal); a record that cannot be written (a full disk) stops it too, leaving
-    every earlier record whole (``summary.stopped`` says why).
+    ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` starts no new job after the
+    first ``skipped`` one (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to
+    fetch a missing data set. Ctrl-C, SIGTERM and SIGHUP stop the run after recording every finished job (the
+    summary says ``interrupted`` and which signal); a record that cannot be written (a full disk) stops it too,
+    leaving every earlier record whole (``summary.stopped`` says why). Another run holding OUT is a UsageError.
     """
     console = console or make_console()
     out = Path(out)
-    done, recorded_before = prepare_out_dir(out, resume, min_free_bytes)
-    todo = [job for job in jobs if job.key not in done]
-    summary = RunSummary(out=out, reused=len(jobs) - len(todo))
-    env = {**base_env(), "download": bool(download)}
-    if summary.reused:
-        console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress, stop_signals_interrupt():
-        bar = progress.add_task("starting", total=len(todo))
-        try:
-            for spec in todo:
-                progress.update(bar, description=spec.label())
-                record = _run_and_record(spec, out, device, data_root, job_timeout, env, download, tensorboard)
-                progress.console.print(_log_line(record, spec))
-                progress.advance(bar)
-                if stop_on_skip and record["status"] == "skipped":
-                    break
-        except KeyboardInterrupt as stop:  # the job in flight was stopped and is not recorded; --resume runs it
-            summary.interrupted = True
-            summary.signal = getattr(stop, "signum", signal.SIGINT)
-        except RecordsWriteError as err:
-            summary.stopped = str(err)
-        progress.update(bar, description="interrupted" if summary.interrupted else "stopped" if summary.stopped
-                        else "done")
+    slots = slots or [Slot(device, {}, None, device)]
+    ensure_out_dir(out, min_free_bytes)
+    lock = RunDirLock(out)
+    warning = lock.acquire()
+    try:
+        if warning:
+            console.print(f"warning: {warning}", markup=False)
+        done, recorded_before = done_keys(out, resume)
+        todo = [job for job in jobs if job.key not in done]
+        summary = RunSummary(out=out, reused=len(jobs) - len(todo))
+        if summary.reused:
+            console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
+        _run_pool(todo, out, slots, summary, console, data_root=data_root, job_timeout=job_timeout,
+                  stop_on_skip=stop_on_skip, download=download, tensorboard=tensorboard)
+    finally:
+        lock.release()
     keys = {job.key for job in jobs}
     path = records_path(out)
     written = read_records_file(path) if path.exists() else []
@@ -395,6 +259,148 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     if summary.stopped:
         console.print(f"stopped: {summary.stopped}; {summary.not_run} jobs not run; make room, then continue with "
                       f"--resume --out {out}")
+    return summary
+
+
+def _payload(spec: JobSpec, slot: Slot, out: Path, data_root: str | None, download: bool,
+             tensorboard: Path | None) -> dict[str, Any]:
+    return {"spec": spec, "device": slot.device, "data_root": data_root, "environ": {**os.environ, **slot.environ},
+            "threads": slot.threads, "download": download, "log": str(out / "logs" / f"{spec.slug}.log"),
+            "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(),
+            "tensorboard": None if tensorboard is None else Path(tensorboard).resolve() / spec.slug}
+
+
+def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSummary, console: Console, *,
+              data_root: str | None, job_timeout: float | None, stop_on_skip: bool, download: bool,
+              tensorboard: Path | None) -> None:
+    """Keep every slot busy until the queue is empty; the parent records each job as it finishes."""
+    env = {**base_env(), "download": bool(download)}
+    queue, free, running = deque(todo), list(slots), []
+    failed = 0
+    starting_new = True
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress, stop_signals_interrupt():
+        bar = progress.add_task("starting", total=len(todo))
+        try:
+            while (queue and starting_new) or running:
+                while queue and free and starting_new:
+                    spec, slot = queue.popleft(), free.pop(0)
+                    proc = JobProcess(_payload(spec, slot, out, data_root, download, tensorboard), job_timeout)
+                    running.append(_Running(proc, spec, slot, now_iso(), time.monotonic()))
+                    proc.start()
+                label = running[0].spec.label() if len(slots) == 1 and running else f"{len(running)} running"
+                progress.update(bar, description=f"{label} · {failed} failed · {len(queue)} queued")
+                wait([item.proc.reader for item in running], timeout=0.5)
+                for item in list(running):
+                    outcome = item.proc.poll()
+                    if outcome is None:
+                        continue
+                    item.proc.stop()
+                    running.remove(item)
+                    free.append(item.slot)
+                    record = _record(item.spec, outcome, env, item.started_at, time.monotonic() - item.start)
+                    append_record(out, record)
+                    save_curve(out, item.spec.slug, record, outcome.get("curve"))
+                    log = out / "logs" / f"{item.spec.slug}.log"
+                    if log.exists() and log.stat().st_size == 0:
+                        log.unlink()
+                    failed += record["status"] in FAILED
+                    progress.console.print(_log_line(record, item.spec, item.slot.label if len(slots) > 1 else ""))
+                    progress.advance(bar)
+                    if stop_on_skip and record["status"] == "skipped":
+                        starting_new = False
+        except KeyboardInterrupt as stop:  # the jobs in flight are stopped and not recorded; --resume runs them
+            summary.interrupted = True
+            summary.signal = getattr(stop, "signum", signal.SIGINT)
+        except RecordsWriteError as err:
+            summary.stopped = str(err)
+        finally:
+            for item in running:
+                item.proc.stop()
+        progress.update(bar, description="interrupted" if summary.interrupted else "stopped" if summary.stopped
+                        else "done")
+
+
+def run_on_slurm(jobs: list[JobSpec], out: Path, options: Any, *, data_root: str | None = None,
+                 resume: bool = False, download: bool = False, tensorboard: Path | None = None, wait: bool = True,
+                 console: Console | None = None, min_free_bytes: int = MIN_FREE_BYTES) -> RunSummary:
+    """Run ``jobs`` as a Slurm job array (``suite.harness.slurm``): submit what is neither ok in OUT nor already
+    submitted and pending, then (``wait``) record each job as it ends. Ctrl-C stops waiting, not the jobs:
+    ``collect_slurm`` (``suite --collect``) gathers them later."""
+    from suite.harness import slurm
+
+    console = console or make_console()
+    out = Path(out)
+    ensure_out_dir(out, min_free_bytes)
+    lock = RunDirLock(out)
+    warning = lock.acquire()
+    summary = RunSummary(out=out)
+    try:
+        if warning:
+            console.print(f"warning: {warning}", markup=False)
+        done, recorded_before = done_keys(out, resume)
+        queued = {entry["key"] for entry, _ in slurm.pending(out)}
+        todo = [job for job in jobs if job.key not in done and job.key not in queued]
+        summary.reused = len(jobs) - len(todo)
+        handles = []
+        if todo:
+            handles = slurm.submit_jobs(todo, out, options, data_root=data_root, download=download,
+                                        tensorboard=tensorboard, console=console)
+        if wait:
+            with stop_signals_interrupt():
+                try:
+                    slurm.wait_and_record(out, console, _record, handles)
+                except KeyboardInterrupt as stop:
+                    summary.interrupted = True
+                    summary.signal = getattr(stop, "signum", signal.SIGINT)
+                except RecordsWriteError as err:
+                    summary.stopped = str(err)
+    finally:
+        lock.release()
+    return _summarize(summary, jobs, out, recorded_before, console, waiting=not wait or summary.interrupted)
+
+
+def collect_slurm(out: Path, console: Console | None = None) -> RunSummary:
+    """Record every job of OUT's Slurm array that has ended since the last look (``suite --collect``)."""
+    from suite.harness import slurm
+
+    console = console or make_console()
+    out = Path(out)
+    if not (out / slurm.SLURM_DIR / slurm.MANIFEST).exists():
+        raise UsageError(f"{out}: no Slurm submission to collect (no {slurm.SLURM_DIR}/{slurm.MANIFEST})")
+    lock = RunDirLock(out)
+    warning = lock.acquire()
+    try:
+        if warning:
+            console.print(f"warning: {warning}", markup=False)
+        _, recorded_before = done_keys(out, True)
+        entries = slurm.pending(out)
+        keys = [JobSpec(**entry["spec"]) for entry, _ in slurm.pending_and_collected(out)]
+        slurm.record_ended(out, entries, {**base_env(), "launcher": "slurm"}, console, _record)
+    finally:
+        lock.release()
+    return _summarize(RunSummary(out=out), keys, out, recorded_before, console, waiting=True)
+
+
+def _summarize(summary: RunSummary, jobs: list[JobSpec], out: Path, recorded_before: int, console: Console,
+               waiting: bool) -> RunSummary:
+    """Fill the summary from OUT's records; say what is still queued or running in Slurm."""
+    from suite.harness import slurm
+
+    keys = {job.key for job in jobs}
+    path = records_path(out)
+    written = read_records_file(path) if path.exists() else []
+    summary.ran = len(written) - recorded_before
+    summary.records = [r for r in latest_by_key(written) if r["key"] in keys]
+    summary.not_run = len(keys - {r["key"] for r in summary.records})
+    running = len(slurm.pending(out))
+    if running and waiting:
+        console.print(f"{running} jobs still queued or running in Slurm; gather them later with "
+                      f"`run_suite.py suite --collect --out {out}`", markup=False, highlight=False)
+    if summary.stopped:
+        console.print(f"stopped: {summary.stopped}; make room, then `run_suite.py suite --collect --out {out}`",
+                      markup=False, highlight=False)
     return summary
 
 
@@ -424,40 +430,6 @@ def stop_signals_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _run_and_record(spec: JobSpec, out: Path, device: str, data_root: str | None, job_timeout: float | None,
-                    env: dict[str, Any], download: bool, tensorboard: Path | None) -> dict[str, Any]:
-    """Run one job in a child process, append its record, then save its curve; an empty log file is removed."""
-    log = out / "logs" / f"{spec.slug}.log"
-    payload = {"spec": spec, "device": device, "data_root": data_root, "environ": dict(os.environ),
-               "download": download, "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(), "log": str(log),
-               "tensorboard": None if tensorboard is None else Path(tensorboard).resolve() / spec.slug}
-    started_at, start = now_iso(), time.monotonic()
-    outcome = _run_in_child(payload, job_timeout)
-    record = _record(spec, outcome, env, started_at, time.monotonic() - start)
-    append_record(out, record)
-    save_curve(out, spec.slug, record, outcome.get("curve"))
-    if log.exists() and log.stat().st_size == 0:
-        log.unlink()
-    return record
-
-
-def save_curve(out: Path, slug: str, record: dict[str, Any], curve: dict[str, Any] | None) -> None:
-    """Write ``OUT/curves/<job>.json`` (the record's identity and the curve) whole or not at all; a failure
-    (a full disk) is a warning line, never the end of the run: the record is already safe."""
-    if not curve:
-        return
-    identity = {k: record[k] for k in ("key", "task", "attention", "profile", "seed", "seq_len")}
-    path = out / CURVES_DIR / f"{slug}.json"
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        path.parent.mkdir(exist_ok=True)
-        partial.write_text(json.dumps({**identity, "metric": record["config"]["metric"], **curve}, default=str))
-        os.replace(partial, path)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        print(f"warning: the curve of {slug} was not saved ({err.strerror or err})", file=sys.stderr)
-
-
 def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data_root: str | None = None,
                    resume: bool = False, download: bool = False, console: Console | None = None,
                    tensorboard: Path | None = None) -> RunSummary:
@@ -479,10 +451,16 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     console = console or make_console()
     out = Path(out)
     shared: list[Any] = [set(), None]  # rank 0 checks OUT and tells every rank what to skip, or why to stop
+    lock = RunDirLock(out)
     if rank == 0:
         try:
-            shared[0] = prepare_out_dir(out, resume)[0]
+            ensure_out_dir(out)
+            warning = lock.acquire()
+            if warning:
+                console.print(f"warning: {warning}", markup=False)
+            shared[0] = done_keys(out, resume)[0]
         except UsageError as err:
+            lock.release()
             shared[1] = str(err)
     dist.broadcast_object_list(shared, src=0)
     if shared[1] is not None:
@@ -507,6 +485,7 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     dist.barrier()
     keys = {job.key for job in jobs}
     summary.records = [r for r in latest_by_key(read_records_file(records_path(out))) if r["key"] in keys]
+    lock.release()
     dist.destroy_process_group()
     return summary
 

@@ -21,11 +21,12 @@ from typing import Any, Iterator
 
 import torch
 
-from suite.data.text import encode_splits, load_text, random_windows, sequential_windows
+from suite.data.text import encode_splits, load_text, random_windows, sequential_windows, text_data_status
 from suite.data.tokenizer import build_tokenizer
 from suite.families.lm.evaluate import evaluate_batches, heldout_metrics
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
+from suite.harness.plan import transformer_cost
 from suite.harness.measure import DTYPES, torch_dtype
 from suite.models.lm import POS_EMB_KINDS, DecoderLM, LMConfig, next_token_loss
 
@@ -83,9 +84,35 @@ def _check_lm(hparams: dict[str, Any]) -> None:
         check_task_names(hparams["lm_eval_tasks"])
 
 
+def _lm_dims(hp: dict[str, Any], seq_len: int, attention: str) -> dict[str, Any]:
+    return dict(tokens=seq_len, dim=hp["dim"], depth=hp["depth"], mlp_hidden=int(hp["mlp_ratio"] * hp["dim"]),
+                attention=attention, vocab=257)
+
+
+def lm_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: str) -> tuple[float, float]:
+    """Rough (FLOPs, peak bytes) of an LM job: its training steps and the held-out evaluations."""
+    dims = _lm_dims(hp, seq_len, attention)
+    flops, peak = transformer_cost(examples=(hp.get("steps") or 1000) * hp["batch_size"], **dims)
+    eval_windows = (hp.get("eval_tokens") or 1 << 20) / seq_len * (hp["eval_points"] + 1)
+    evals, _ = transformer_cost(examples=eval_windows, train=False, **dims)
+    return flops + evals, peak + hp["batch_size"] * seq_len * hp["dim"] * hp["depth"] * 4 * 24
+
+
+def lm_decode_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: str) -> tuple[float, float]:
+    """Rough (FLOPs, peak bytes): the timed prefills of L tokens and the decoded tokens."""
+    dims = _lm_dims(hp, seq_len, attention)
+    flops, peak = transformer_cost(examples=hp["batch_size"] * (hp["prefill_repeats"] + 1), train=False, **dims)
+    return flops * (1 + hp["new_tokens"] / seq_len), peak
+
+
+def _lm_data_status(data: dict[str, Any], root: Any) -> tuple[str, str]:
+    return text_data_status(data.get("source", "kjv"), root)
+
+
 @register_builder("lm", LM_HPARAMS, "train a causal decoder LM with the job's attention as its mixer",
                   check=_check_lm, rehearsal={"steps": 2, "batch_size": 2, "eval_batch_size": 2, "eval_tokens": 64,
-                                              "lm_eval_limit": 1, "decode_new_tokens": 2})
+                                              "lm_eval_limit": 1, "decode_new_tokens": 2},
+                  data_status=_lm_data_status, cost=lm_cost)
 def build_lm_job(ctx: BuildContext) -> Job:
     hp, data = ctx.hparams, ctx.data
     download = ctx.download or bool(data.get("download"))
@@ -141,7 +168,8 @@ def build_lm_job(ctx: BuildContext) -> Job:
 
 
 @register_builder("lm-decode", DECODE_HPARAMS, "decoding speed and state size of a decoder LM after L tokens",
-                  rehearsal={"new_tokens": 2, "prefill_repeats": 1})
+                  rehearsal={"new_tokens": 2, "prefill_repeats": 1},
+                  data_status=lambda data, root: ("generated", "random tokens"), cost=lm_decode_cost)
 def build_lm_decode_job(ctx: BuildContext) -> Job:
     hp = ctx.hparams
 

@@ -1,0 +1,167 @@
+"""One job in its own child process: forked from a ``forkserver`` that imported torch once, pinned to a device
+slot, with its stdout/stderr in its log file and a per-job timeout.
+
+``JobProcess(payload, timeout).start()`` then ``poll()`` until it returns the outcome (``run_job``'s dict, or
+``timeout``, or how the process died: the kernel's OOM killer makes it ``oom``, seen through the memory
+cgroup's ``oom_kill`` count), ``stop()`` always. The payload holds the job spec (its builder pickles by
+name), the device, the settings (data root, download, artifacts and TensorBoard folders), the environment
+(the parent's, plus the slot's ``CUDA_VISIBLE_DEVICES``) and the slot's thread count.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from suite.harness.execute import JobSpec, run_job
+
+
+def _exit_when_parent_dies() -> None:
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        while parent is None or parent.is_alive():
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _child_main(conn, payload: dict[str, Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops this process
+    os.environ.clear()
+    os.environ.update(payload["environ"])  # the parent's environment now, with the slot's device
+    if payload.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(payload["threads"]))
+    with open(payload["log"], "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        _exit_when_parent_dies()
+        spec: JobSpec = payload["spec"]
+        try:
+            outcome = run_job(spec, payload["device"], payload["data_root"], download=payload["download"],
+                              artifacts_dir=payload["artifacts_dir"], tensorboard=payload["tensorboard"])
+        except Exception as err:  # noqa: BLE001 - still a record, not a hang
+            import traceback
+
+            outcome = {"status": "error", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
+                       "metrics": {}, "data": {"source": spec.config["data"]["source"], "substitute": None}, "env": {}}
+        if outcome.get("traceback"):
+            print(outcome["traceback"], file=sys.stderr, flush=True)
+        conn.send(outcome)
+        conn.close()
+
+
+_CONTEXT: Any = None
+
+
+def mp_context():
+    """The forkserver context (it imports torch and the harness once; every job forks from it)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = multiprocessing.get_context("forkserver")
+        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "suite.harness.train", "suite.harness.execute"])
+    return _CONTEXT
+
+
+def start_job_server() -> None:
+    """Start the forkserver (it imports torch once) now, so that it loads while the parent plans the run."""
+    mp_context()
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+def _cgroup_files() -> list[Path]:
+    """Where this process's memory cgroup counts OOM kills (cgroup v2 memory.events, v1 memory.oom_control)."""
+    files = [Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control")]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, where = line.split(":", 2)
+            if controllers == "":
+                files.insert(0, Path("/sys/fs/cgroup") / where.lstrip("/") / "memory.events")
+            elif "memory" in controllers.split(","):
+                files.insert(0, Path("/sys/fs/cgroup/memory") / where.lstrip("/") / "memory.oom_control")
+    except (OSError, ValueError):
+        pass
+    return files
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has ended in this process's memory cgroup; None where the system
+    does not say."""
+    for path in _cgroup_files():
+        try:
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def died(exitcode: int | None, ooms_before: int | None) -> dict[str, Any]:
+    """The outcome of a job process that ended without reporting: ``oom`` when the kernel's OOM killer ended it
+    (its cgroup's oom_kill count rose), else ``error`` saying how it ended."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        if name == "SIGKILL":
+            after = oom_kill_count()
+            if ooms_before is not None and after is not None and after > ooms_before:
+                return {"status": "oom", "error": "the kernel's OOM killer ended the job process (out of host memory)"}
+            hint = " (the host may have run out of memory)"
+            return {"status": "error", "error": f"the job process died from {name}{hint}"}
+        return {"status": "error", "error": f"the job process died from {name}"}
+    return {"status": "error", "error": f"the job process exited with code {exitcode} before reporting a result"}
+
+
+class JobProcess:
+    """One job in a child process (module docstring)."""
+
+    def __init__(self, payload: dict[str, Any], timeout: float | None) -> None:
+        ctx = mp_context()
+        self.payload, self.timeout = payload, timeout
+        self.reader, self._writer = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_child_main, args=(self._writer, payload), name=f"job-{payload['spec'].key}")
+        self.deadline: float | None = None
+        self.ooms_before: int | None = None
+
+    def start(self) -> None:
+        self.ooms_before = oom_kill_count()
+        self.proc.start()  # the first start waits for the forkserver to import torch: not the job's time
+        self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        self._writer.close()
+
+    def poll(self) -> dict[str, Any] | None:
+        """The outcome once the job has ended (reported, timed out, or died), else None; never blocks long."""
+        if self.reader.poll(0):
+            try:
+                return self.reader.recv()
+            except EOFError:
+                self.proc.join(5)
+                return died(self.proc.exitcode, self.ooms_before)
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return {"status": "timeout", "error": f"the job ran past --job-timeout {self.timeout:g} s and was stopped"}
+        if not self.proc.is_alive() and not self.reader.poll(0.5):
+            return died(self.proc.exitcode, self.ooms_before)
+        return None
+
+    def stop(self) -> None:
+        """End the process (if still running) and free its pipe."""
+        if self.proc.pid is not None:  # started (a Ctrl-C may come before)
+            if self.proc.is_alive():
+                self.proc.terminate()
+                self.proc.join(5)
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join()
+        self._writer.close()
+        self.reader.close()

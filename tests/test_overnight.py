@@ -1,0 +1,155 @@
+"""The overnight suite at scale: a plan before the night (data status, estimates, totals), a pool of workers
+(one record per job, kill and resume lose and duplicate nothing), and one owner per run directory."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from suite.cli import main
+from suite.harness.plan import makespan
+from suite.harness.records import append_record, make_record, read_records
+from tiny_jobs import plugin_env, write_tiny_task
+
+RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
+
+
+@pytest.fixture
+def tasks(tmp_path, monkeypatch):
+    monkeypatch.setenv("EA_SUITE_PLUGINS", "tiny_jobs")
+    monkeypatch.setenv("EA_SUITE_TASKS", str(tmp_path / "tasks"))
+    monkeypatch.chdir(tmp_path)
+    write_tiny_task(tmp_path / "tasks", name="slow", smoke="{steps: 1, sleep: 1.0}")
+    return tmp_path
+
+
+def plan(capsys, *args):
+    assert main(["suite", "--tasks", "slow", "--plan", "--format", "json", "--device", "cpu", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_makespan_is_the_longest_first_schedule():
+    assert makespan([5, 4, 3, 3, 3], 2) == pytest.approx(10)  # 5 | 4, then 3 to 4 (7), 3 to 5 (8), 3 to 7 (10)
+    assert makespan([10, 1, 1], 3) == 10 and makespan([2, 2, 2, 2], 1) == 8 and makespan([], 4) == 0
+
+
+def test_plan_lists_every_job_with_its_data_and_an_estimate_from_the_cost_model(tasks, capsys):
+    planned = plan(capsys, "--seq-len", "8,16", "--seeds", "2", "--attn", "ea;softmax")
+    assert planned["totals"]["jobs"] == planned["totals"]["to_run"] == 8 and planned["totals"]["done"] == 0
+    assert {j["estimate"] for j in planned["jobs"]} == {"none"}  # the tiny builder declares no cost model
+    assert not (tasks / "results").exists()  # a plan runs nothing and creates nothing
+
+
+def test_plan_estimates_from_earlier_records_and_counts_what_is_done(tasks, capsys):
+    planned = plan(capsys, "--seq-len", "8,16,24", "--attn", "softmax")
+    keys = {j["L"]: j["key"] for j in planned["jobs"]}
+    earlier = tasks / "earlier"
+    from suite.harness.execute import device_env
+
+    name = device_env("cpu")["device_name"]
+
+    def record(key, L, wall, status="ok", device_name=name):
+        append_record(earlier, make_record(
+            key=key, task="slow", family="test", attention="softmax", profile="smoke", seed=0, seq_len=L,
+            status=status, error=None, metrics={"accuracy": 0.5, "peak_mem_bytes": 1e9}, data={},
+            config={"metric": "accuracy", "direction": "max"}, env={"device_name": device_name},
+            started_at="2026-01-01T00:00:00+00:00", wall_s=wall))
+
+    record(keys[8], 8, 100.0)  # this very job: its time
+    record("other-config", 16, 40.0)  # the same task, attention and L with another config: similar
+    record("other-config-2", 16, 60.0)
+    record(keys[24], 24, 999.0, device_name="another machine")  # another device says nothing
+    planned = plan(capsys, "--seq-len", "8,16,24", "--attn", "softmax", "--history", str(earlier))
+    by_length = {j["L"]: j for j in planned["jobs"]}
+    assert (by_length[8]["est_s"], by_length[8]["estimate"]) == (100.0, "record")
+    assert (by_length[16]["est_s"], by_length[16]["estimate"]) == (50.0, "similar")
+    assert by_length[24]["estimate"] == "none" and by_length[8]["est_peak_bytes"] == 1e9
+    totals = planned["totals"]
+    assert totals["job_seconds"] == pytest.approx(100 + 50 + by_length[24]["est_s"])
+    two = plan(capsys, "--seq-len", "8,16,24", "--attn", "softmax", "--history", str(earlier), "--workers", "2")
+    assert two["totals"]["wall_seconds"] == pytest.approx(100.0) and two["totals"]["workers"] == 2
+    out = tasks / "out"
+    append_record(out, {**read_records(earlier)[0]})
+    resumed = plan(capsys, "--seq-len", "8,16,24", "--attn", "softmax", "--out", str(out), "--resume")
+    assert resumed["totals"]["done"] == 1 and resumed["totals"]["to_run"] == 2
+
+
+def test_plan_of_the_full_profile_names_missing_data_and_its_fix(capsys, monkeypatch):
+    monkeypatch.delenv("EA_SUITE_DATA", raising=False)
+    assert main(["suite", "--plan", "--profile", "full", "--device", "cpu", "--tasks",
+                 "vit-cifar10,lra-listops,lm-kjv", "--attn", "ea"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "missing data: vit-cifar10: CIFAR-10 not found" in out and "cifar-10-python.tar.gz" in out
+    assert "generated" in out and "substitute" in out and "model" in out
+    assert "without their data: they will be skipped" in out
+
+
+def start(tmp_path, out, *extra):
+    return subprocess.Popen([sys.executable, str(RUN_SUITE), "suite", "--tasks", "slow", "--seq-len", "8,9,10,11,12,13",
+                             "--out", str(out), "--device", "cpu", *extra], env=plugin_env(tmp_path / "tasks"),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for_records(out, count, proc, limit=180):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        path = out / "records.jsonl"
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} records after {limit} s")
+
+
+def test_two_workers_record_every_job_exactly_once(tasks):
+    out = tasks / "run"
+    result = subprocess.run([sys.executable, str(RUN_SUITE), "suite", "--tasks", "slow", "--seq-len", "8,9,10,11",
+                             "--out", str(out), "--device", "cpu", "--workers", "2"], env=plugin_env(tasks / "tasks"),
+                            cwd=tasks, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(2 at a time)" in result.stdout and "[cpu#1]" in result.stdout
+    keys = Counter(r["key"] for r in read_records(out))
+    assert len(keys) == 4 and set(keys.values()) == {1}
+
+
+def test_killing_a_two_worker_suite_then_resuming_loses_and_duplicates_nothing(tasks):
+    out = tasks / "run"
+    proc = start(tasks, out, "--workers", "2")
+    wait_for_records(out, 2, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # parent, forkserver and both jobs, as a lost node would
+    proc.wait()
+    before = (out / "records.jsonl").read_text()
+    resumed = subprocess.run([sys.executable, str(RUN_SUITE), "suite", "--tasks", "slow", "--seq-len",
+                              "8,9,10,11,12,13", "--out", str(out), "--device", "cpu", "--workers", "2", "--resume"],
+                             env=plugin_env(tasks / "tasks"), cwd=tasks, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (out / "records.jsonl").read_text().startswith(before)
+    assert "took over the stale lock" in resumed.stdout  # the killed run never released it
+    records = read_records(out)
+    assert sorted(r["seq_len"] for r in records) == [8, 9, 10, 11, 12, 13]  # nothing lost, nothing twice
+
+
+def test_a_second_run_on_the_same_out_is_refused_at_once(tasks):
+    out = tasks / "run"
+    first = start(tasks, out)
+    wait_for_records(out, 1, first)
+    os.kill(first.pid, signal.SIGSTOP)  # the first run holds OUT however long the second takes to start
+    try:
+        second = subprocess.run([sys.executable, str(RUN_SUITE), "suite", "--tasks", "slow", "--seq-len",
+                                 "8,9,10,11,12,13", "--out", str(out), "--device", "cpu", "--resume"],
+                                env=plugin_env(tasks / "tasks"), cwd=tasks, capture_output=True, text=True, timeout=300)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert second.stderr.count("\n") == 1 and f"pid {first.pid}" in second.stderr and "is in use by" in second.stderr
+    assert "ok " not in second.stdout  # refused before running any job
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output
+    keys = Counter(r["key"] for r in read_records(out))
+    assert len(keys) == 6 and set(keys.values()) == {1}  # zero duplicated records
