@@ -1,7 +1,8 @@
 """compare and report on hand-made records: the statistics (Student t intervals, paired and Welch differences),
 the tables (one per task, pruned columns, units, probes, †), CSV = markdown columns, scaling, LRA reference,
-plots, and report over several runs."""
+plots and learning curves, and report over several runs."""
 import io
+import json
 import math
 
 import pandas as pd
@@ -314,7 +315,7 @@ def test_report_writes_markdown_tables_and_plots(runs, capsys):
     report = (runs[0] / "report.md").read_text()
     assert "### cls † · accuracy ↑" in report and "## Scaling against L" in report
     assert "## Jobs that did not finish ok" in report and "oom" in report
-    assert "devices: test cpu" in report
+    assert "devices: test cpu" in report and "Learning curves" not in report  # no curves/ folder: no curve plots
     cost = md_rows(report, "### demo: cls †")  # the family's one task goes into the heading
     assert cost[1]["attention"] == "ea" and cost[1]["train tok/s"] == "12.35k ± 0.0025k"
     assert cost[1]["peak memory"] == "5.18 ± 0 MB" and "fwd" not in cost[1]  # only the columns with values
@@ -327,7 +328,68 @@ def test_report_writes_markdown_tables_and_plots(runs, capsys):
         assert (runs[0] / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def write_curves(run, *, skip_seed=None):
+    """Curves of the cls jobs of ``make_run`` (3 seeds x ea, softmax), one of a job without a record, one broken."""
+    folder = run / "curves"
+    folder.mkdir()
+    for attention in ("ea", "softmax"):
+        for seed in range(3):
+            if seed == skip_seed:
+                continue
+            key = f"cls-{attention}-{seed}-64"
+            train = [{"step": s, "tokens": 640 * s, "loss": 2.3 / s + 0.1 * seed} for s in range(1, 21)]
+            evals = [{"step": s, "tokens": 640 * s, "accuracy": 0.1 + 0.03 * s + 0.01 * seed, "loss": 1.0 / s}
+                     for s in (5, 10, 20)]
+            curve = {"key": key, "task": "cls", "attention": attention, "profile": "smoke", "seed": seed,
+                     "seq_len": 64, "metric": "accuracy", "train": train, "eval": evals}
+            (folder / f"cls_{attention}_L64_s{seed}_{key}.json").write_text(json.dumps(curve))
+    (folder / "orphan.json").write_text(json.dumps({"key": "no-such-record", "train": [], "eval": []}))
+    (folder / "torn.json").write_text('{"key": "cls-ea-0-64", "train": [')
+
+
+def test_seed_band_is_the_mean_and_min_max_over_seeds_on_a_common_grid():
+    import numpy as np
+
+    from suite.harness.report import seed_band
+
+    x, mean, low, high = seed_band([(np.array([0.0, 2.0]), np.array([0.0, 2.0])),
+                                    (np.array([0.0, 1.0, 2.0]), np.array([2.0, 2.0, 2.0]))])
+    assert list(x) == [0.0, 1.0, 2.0] and list(mean) == [1.0, 1.5, 2.0]
+    assert list(low) == [0.0, 1.0, 2.0] and list(high) == [2.0, 2.0, 2.0]
+
+
+def test_report_draws_the_learning_curves_and_links_them(runs, capsys):
+    write_curves(runs[0])
+    assert main(["report", str(runs[0])]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("warning: ") == 1 and "torn.json: not a readable curve" in captured.err
+    report = (runs[0] / "report.md").read_text()
+    assert "## Learning curves" in report and "band: min-max over seeds" in report
+    assert "](plots/cls-L64-curves.png)" in report
+    png = runs[0] / "plots" / "cls-L64-curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "kern-L" not in report  # no curve, no figure
+
+
+def test_load_curves_matches_latest_records_by_key_and_leaves_out_failed_jobs(runs, capsys):
+    from suite.harness.records import read_records
+    from suite.harness.report import CURVES_DIR, load_curves
+    from suite.harness.runner import CURVES_DIR as RUNNER_CURVES_DIR
+
+    assert CURVES_DIR == RUNNER_CURVES_DIR  # report reads where the runner writes
+
+    write_curves(runs[0])
+    add(runs[0], "cls", "ea", 2, 64, {}, status="diverged")  # the latest record of that key did not finish ok
+    curves = load_curves(runs[0], "A", read_records(runs[0]))
+    assert sorted((c["attention"], c["seed"]) for c in curves) == [
+        ("ea", 0), ("ea", 1), ("softmax", 0), ("softmax", 1), ("softmax", 2)]
+    assert all(c["metric"] == "accuracy" and c["run"] == "A" and c["substitute"] for c in curves)
+    assert load_curves(runs[1], "B", read_records(runs[1])) == []  # no curves/ folder
+
+
 def test_report_of_two_runs_overlays_them_and_compares_run_to_run(runs, tmp_path, capsys):
+    write_curves(runs[0])
+    write_curves(runs[1], skip_seed=2)
     out = tmp_path / "both"
     assert main(["report", str(runs[0]), str(runs[1]), "--out", str(out)]) == 0
     assert capsys.readouterr().out == f"wrote {out / 'report.md'}\n"
@@ -335,7 +397,8 @@ def test_report_of_two_runs_overlays_them_and_compares_run_to_run(runs, tmp_path
     assert report.startswith("# Report: A vs B") and "### A (" in report and "### B (" in report
     rows = md_rows(report, "### cls † · accuracy ↑")
     assert rows[3]["run"] == "B" and rows[3]["Δ vs A ± 95% CI (Welch)"] == "+0.25 ± 0.23 * better"
-    for name in ("cls-accuracy.png", "kern-vs-L.png"):
+    assert "line style per run (A: -, B: --)" in report
+    for name in ("cls-L64-curves.png", "cls-accuracy.png", "kern-vs-L.png"):
         assert f"](plots/{name})" in report and (out / "plots" / name).exists()
     assert not (runs[0] / "report.md").exists()  # the runs themselves are left alone
     failed = md_rows(report, "## Jobs that did not finish ok")

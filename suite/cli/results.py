@@ -53,9 +53,10 @@ marked †. Also prints the log-log slope against L and the crossover length aga
 
 REPORT_DESCRIPTION = """\
 Write DIR/report.md: the comparison tables (as compare), a cost table per family, scaling against L,
-failed jobs, and PNG plots in DIR/plots/ (time and memory against L, quality per attention). One run:
-DIR is the run. Several runs are drawn together (line style per run) and compared run to run; they need
---out DIR."""
+failed jobs, and PNG plots in DIR/plots/ (time and memory against L, quality per attention, and the
+learning curves the runs saved in RUN/curves/: training loss and the main metric against tokens seen,
+seeds as a min-max band). One run: DIR is the run. Several runs are drawn together (line style per run)
+and compared run to run; they need --out DIR."""
 
 
 def add_parsers(sub) -> None:
@@ -79,7 +80,8 @@ def add_parsers(sub) -> None:
                         "'published' (not re-run here) with their sources")
     p.set_defaults(func=compare)
 
-    p = sub.add_parser("report", help="write report.md with tables and plots (PNG) of one or more runs",
+    p = sub.add_parser("report", help="write report.md with tables, plots (PNG) and learning curves of one or more "
+                                      "runs",
                        description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories (holding records.jsonl)")
     p.add_argument("--out", type=Path, metavar="DIR",

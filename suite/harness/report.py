@@ -1,7 +1,7 @@
 """``report RUN [RUN ...] [--out DIR]``: DIR/report.md with the comparison tables and PNG plots in DIR/plots/.
 
 DIR is the run itself for one run; several runs are reported together (overlaid, compared run to run) into the
-``out`` folder they name. The report reads the runs' records and nothing else:
+``out`` folder they name. The report reads the runs' records and curves and nothing else:
 
 - provenance (devices, versions, git sha, profiles) and job counts by status, per run;
 - the main metric, one table per task (``compare``'s tables: mean ± 95% CI over seeds, the paired difference
@@ -12,18 +12,24 @@ DIR is the run itself for one run; several runs are reported together (overlaid,
 - for runs with LRA tasks, their accuracy beside the published LRA results (``compare --reference lra``);
 - plots: per task swept over two or more lengths, each time metric and peak memory against L on log-log
   axes, one line per attention (line style per run); per task with a quality metric (accuracy, loss, bpb,
-  ...), a bar per attention (L and run) with the 95% CI as error bars;
+  ...), a bar per attention (L and run) with the 95% CI as error bars; per task and L with learning curves
+  (``RUN/curves/<job>.json``, matched to the latest record of their key; jobs that did not finish ok left
+  out), the training loss and the task's metric against tokens seen, the attentions overlaid (line style per
+  run), seeds as a band (min-max) around their mean;
 - every job that did not finish ok, with its error.
 
 Substitute-data rows are marked † in every table and plot title. Plots use matplotlib's Agg canvas.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
@@ -34,6 +40,7 @@ from suite.harness.compare import (DEFAULT_BASELINE, SCALING_METRICS, SUBSTITUTE
                                    scaling_frame, scaling_note, scaling_table, task_tables)
 from suite.harness.records import latest_by_key, read_records
 
+CURVES_DIR = "curves"  # runner.CURVES_DIR: where every training job leaves its learning curve
 #: the cost table's columns, in order, with their headers
 COST_METRICS = {"train_samples_per_s": "train samples/s", "train_tokens_per_s": "train tok/s",
                 "infer_samples_per_s": "infer samples/s", "infer_tokens_per_s": "infer tok/s",
@@ -137,6 +144,128 @@ def _quality_plot(stats: pd.DataFrame, task: str, path: Path, runs: list[str]) -
     if len(series) > 1:
         ax.legend(fontsize="small")
     fig.suptitle(f"{_task_title(task, bool(sub['substitute'].any()))} (bars: 95% CI over seeds)")
+    fig.savefig(path, dpi=110)
+    return True
+
+
+# -- learning curves ------------------------------------------------------------------------------------------
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unusable_curve(curve: Any) -> str | None:
+    if not isinstance(curve, dict):
+        return "not a JSON object"
+    if not isinstance(curve.get("key"), str):
+        return "no key"
+    for part in ("train", "eval"):
+        points = curve.get(part, [])
+        if not isinstance(points, list) or not all(isinstance(p, dict) and _number(p.get("step")) for p in points):
+            return f"'{part}' is not a list of points with a step"
+    return None
+
+
+def load_curves(run_dir: Path, run: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The curves in ``run_dir/curves/`` whose key has a latest record that finished ok, each with that record's
+    identity (task, attention, seq_len, seed, metric, substitute) and ``run``. A curve without a record is
+    ignored; an unreadable one is skipped with one warning line; no ``curves/`` folder: no curves."""
+    folder = run_dir / CURVES_DIR
+    if not folder.is_dir():
+        return []
+    by_key = {r["key"]: r for r in latest_by_key(records)}
+    curves = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            curve = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            print(f"warning: {path}: not a readable curve ({type(err).__name__}); skipped", file=sys.stderr)
+            continue
+        why = _unusable_curve(curve)
+        if why is not None:
+            print(f"warning: {path}: not a usable curve ({why}); skipped", file=sys.stderr)
+            continue
+        record = by_key.get(curve["key"])
+        if record is None or record["status"] != "ok":
+            continue
+        metric = curve.get("metric") if isinstance(curve.get("metric"), str) else record["config"]["metric"]
+        curves.append({"run": run, "task": record["task"], "attention": record["attention"],
+                       "seq_len": int(record["seq_len"]), "seed": record["seed"], "metric": metric,
+                       "direction": record["config"]["direction"] if metric == record["config"]["metric"] else None,
+                       "substitute": bool((record.get("data") or {}).get("substitute")),
+                       "train": curve.get("train", []), "eval": curve.get("eval", [])})
+    return curves
+
+
+def _series(points: list[dict[str, Any]], y: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+    pairs = sorted((float(p[x]), float(p[y])) for p in points if _number(p.get(x)) and _number(p.get(y)))
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def seed_band(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, min, max) over seeds: every seed interpolated onto the union of their x within the range all
+    of them cover (one seed: its own points, min = max = mean)."""
+    series = [(x, y) for x, y in series if len(x)]
+    if not series:
+        return (np.array([]),) * 4
+    if len(series) == 1:
+        x, y = series[0]
+        return x, y, y, y
+    low, high = max(x[0] for x, _ in series), min(x[-1] for x, _ in series)
+    grid = np.unique(np.concatenate([x for x, _ in series]))
+    grid = grid[(grid >= low) & (grid <= high)]
+    if not len(grid):
+        return (np.array([]),) * 4
+    ys = np.stack([np.interp(grid, x, y) for x, y in series])
+    return grid, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
+def _x_axis(curves: list[dict[str, Any]]) -> str:
+    """``tokens`` when every point counts tokens, else ``step``."""
+    points = [p for c in curves for p in c["train"] + c["eval"]]
+    return "tokens" if points and all(_number(p.get("tokens")) and p["tokens"] > 0 for p in points) else "step"
+
+
+def _curve_plot(curves: list[dict[str, Any]], task: str, seq_len: int, path: Path, runs: list[str],
+                colors: dict) -> bool:
+    x = _x_axis(curves)
+    metric = curves[0]["metric"]
+    panels = [("train", "loss", "training loss")]
+    if any(_number(p.get(metric)) for c in curves for p in c["eval"]):
+        panels.append(("eval", metric, f"{metric} (evaluation)"))
+    if not any(_number(p.get("loss")) for c in curves for p in c["train"]):
+        panels = panels[1:]
+    if not panels:
+        return False
+    fig = Figure(figsize=(4.6 * len(panels) + 0.6, 4.2), layout="constrained")
+    seeds = 0
+    for i, (part, y, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for attention in attention_order({c["attention"] for c in curves}):
+            for run in runs:
+                mine = [c for c in curves if c["attention"] == attention and c["run"] == run]
+                if not mine:
+                    continue
+                seeds = max(seeds, len(mine))
+                grid, mean, low, high = seed_band([_series(c[part], y, x) for c in mine])
+                if not len(grid):
+                    continue
+                color = colors[attention]
+                label = _label(attention, run, runs) + (f" (n={len(mine)})" if len(mine) > 1 else "")
+                ax.plot(grid, mean, color=color, linestyle=_style(runs, run), marker="o" if part == "eval" else None,
+                        markersize=3, label=label)
+                if len(mine) > 1:
+                    ax.fill_between(grid, low, high, color=color, alpha=0.15, linewidth=0)
+        ax.set_xlabel("tokens seen" if x == "tokens" else "optimizer step")
+        ax.set_ylabel(ylabel)
+        low_high = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
+        if part == "train" and low_high and max(low_high) > 10 * min(low_high):
+            ax.set_yscale("log")  # a loss over more than a decade
+        ax.grid(True, which="both", alpha=0.3)
+    _legend(fig)
+    band = "; band: min-max over seeds" if seeds > 1 else ""
+    title = _task_title(task, any(c["substitute"] for c in curves))
+    fig.suptitle(f"{title}, L={seq_len}: learning curves (line: mean{band})")
     fig.savefig(path, dpi=110)
     return True
 
@@ -297,6 +426,23 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | str | 
     if images:
         lines += ["## Plots", ""]
         for caption, path in images:
+            lines += [f"![{caption}](plots/{path.name})", ""]
+
+    curves = [c for run, path in zip(runs, paths) for c in load_curves(path, run, records[run])]
+    figures = []
+    for task in dict.fromkeys(c["task"] for c in curves):
+        for seq_len in sorted({c["seq_len"] for c in curves if c["task"] == task}):
+            mine = [c for c in curves if c["task"] == task and c["seq_len"] == seq_len]
+            path = plots / f"{_safe(task)}-L{seq_len}-curves.png"
+            if _curve_plot(mine, task, seq_len, path, runs, colors):
+                figures.append((f"{task}, L={seq_len}: training loss and {mine[0]['metric']} against tokens seen",
+                                path))
+    if figures:
+        styles = ", ".join(f"{run}: {_style(runs, run)}" for run in runs) if len(runs) > 1 else ""
+        lines += ["## Learning curves", "", "Line: mean over seeds; band: min-max over seeds; one colour per "
+                  "attention" + (f"; line style per run ({styles})" if styles else "") + ". Jobs that did not "
+                  "finish ok are left out.", ""]
+        for caption, path in figures:
             lines += [f"![{caption}](plots/{path.name})", ""]
 
     failed = [(run, r) for run in runs for r in records[run] if r["status"] != "ok"]
