@@ -195,7 +195,7 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out DIR (the run to continue)")
-    if args.launcher == "local" and (args.no_wait or args.sbatch or args.partition):
+    if args.launcher != "slurm" and (args.no_wait or args.sbatch or args.partition):
         raise UsageError("--no-wait, --sbatch and --partition apply to --launcher slurm")
     if args.data_root and not Path(args.data_root).is_dir():
         raise UsageError(f"--data-root {args.data_root}: no such directory")
