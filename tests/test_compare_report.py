@@ -374,7 +374,7 @@ def test_report_draws_the_learning_curves_and_links_them(runs, capsys):
 def test_load_curves_matches_latest_records_by_key_and_leaves_out_failed_jobs(runs, capsys):
     from suite.harness.records import read_records
     from suite.harness.report import CURVES_DIR, load_curves
-    from suite.harness.runner import CURVES_DIR as RUNNER_CURVES_DIR
+    from suite.harness.rundir import CURVES_DIR as RUNNER_CURVES_DIR
 
     assert CURVES_DIR == RUNNER_CURVES_DIR  # report reads where the runner writes
 

@@ -39,8 +39,8 @@ from suite.harness.compare import (DEFAULT_BASELINE, SCALING_METRICS, SUBSTITUTE
                                    load_runs, lra_reference_table, markdown_table, markdown_tables, metric_stats,
                                    scaling_frame, scaling_note, scaling_table, task_tables)
 from suite.harness.records import latest_by_key, read_records
+from suite.harness.rundir import CURVES_DIR  # where every training job leaves its learning curve
 
-CURVES_DIR = "curves"  # runner.CURVES_DIR: where every training job leaves its learning curve
 #: the cost table's columns, in order, with their headers
 COST_METRICS = {"train_samples_per_s": "train samples/s", "train_tokens_per_s": "train tok/s",
                 "infer_samples_per_s": "infer samples/s", "infer_tokens_per_s": "infer tok/s",
