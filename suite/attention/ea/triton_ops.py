@@ -16,7 +16,7 @@ import triton
 
 from suite.attention.ea.triton_kernels import _ea_bwd_dkdv_kernel, _ea_chunk_sums_kernel, _ea_fwd_kernel
 
-#: every (BLOCK_L, BLOCK_D, num_warps) the launcher can pick; the Hopper compile test covers all of them
+#: every (BLOCK_L, BLOCK_D, num_warps) the launcher can pick; hopper_compile profiles all of them
 LAUNCH_BLOCK_L = 32
 LAUNCH_BLOCK_DS = (16, 32, 64)
 LAUNCH_NUM_WARPS = 4
@@ -36,15 +36,19 @@ def interpreting() -> bool:
 
 
 def launch_config(B: int, L: int, H: int, D: int, device: torch.device,
-                  num_splits: int | None = None, block_l: int | None = None) -> LaunchConfig:
-    """Block sizes and the L split: enough programs to fill the GPU (about 2 per SM) when B*H is small."""
+                  num_splits: int | None = None, block_l: int | None = None, sms: int | None = None) -> LaunchConfig:
+    """Block sizes and the L split: enough programs to fill the GPU (about 2 per SM) when B*H is small.
+
+    ``sms`` (the SM count) replaces the query of a CUDA device (hopper_compile records an H100's launches on
+    the CPU)."""
     block_d = min(max(16, triton.next_power_of_2(D)), LAUNCH_BLOCK_DS[-1])
     block_l = block_l or LAUNCH_BLOCK_L
     tiles = triton.cdiv(L, block_l)
     if num_splits is None:
         num_splits = 1
-        if device.type == "cuda" and not interpreting():
+        if sms is None and device.type == "cuda" and not interpreting():
             sms = torch.cuda.get_device_properties(device).multi_processor_count
+        if sms:
             base = B * H * triton.cdiv(D, block_d)
             num_splits = max(1, min(triton.cdiv(2 * sms, base), triton.cdiv(tiles, 4)))
     num_splits = max(1, min(num_splits, tiles))
@@ -57,16 +61,20 @@ def _new_output(shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def _launch(kernel, grid, args, num_warps: int, **constexprs) -> None:
+    """The one place a kernel is launched (hopper_compile patches it to record the launches)."""
+    kernel[grid](*args, num_warps=num_warps, **constexprs)
+
+
 def _chunk_sums(mode: int, x, y, w, z, keep, order: int, cfg: LaunchConfig) -> torch.Tensor:
     B, L, H, D = x.shape
     out = _new_output((B, H, cfg.num_splits, 2, order + 1, D), torch.float32, x.device)
     grid = (cfg.num_splits, triton.cdiv(D, cfg.block_d), B * H)
-    _ea_chunk_sums_kernel[grid](
-        x, y, w if w is not None else x, z if z is not None else x, keep if keep is not None else x, out,
-        L, H, D, cfg.num_splits, cfg.chunk,
-        MODE=mode, HAS_KEEP=keep is not None, ORDER=order, T1P=triton.next_power_of_2(order + 1),
-        BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
-    )
+    _launch(_ea_chunk_sums_kernel, grid,
+            (x, y, w if w is not None else x, z if z is not None else x, keep if keep is not None else x, out,
+             L, H, D, cfg.num_splits, cfg.chunk),
+            cfg.num_warps, MODE=mode, HAS_KEEP=keep is not None, ORDER=order, T1P=triton.next_power_of_2(order + 1),
+            BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d)
     return out
 
 
@@ -98,13 +106,12 @@ def _launch_fwd(q, k, v, keep, carry, per_chunk: bool, order: int, causal: bool,
         dq = _new_output(q.shape, q.dtype, q.device)
     sb, ss = _carry_strides(carry, per_chunk)
     grid = (cfg.num_splits, triton.cdiv(D, cfg.block_d), B * H)
-    _ea_fwd_kernel[grid](
-        q, k, v, keep if keep is not None else q, carry,
-        o if o is not None else q, z if z is not None else q, g if g is not None else q, dq if dq is not None else q,
-        L, H, D, cfg.chunk, sb, ss,
-        CAUSAL=causal, HAS_KEEP=keep is not None, COMPUTE_DQ=g is not None, ORDER=order,
-        T1P=triton.next_power_of_2(order + 1), BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
-    )
+    _launch(_ea_fwd_kernel, grid,
+            (q, k, v, keep if keep is not None else q, carry,
+             o if o is not None else q, z if z is not None else q, g if g is not None else q,
+             dq if dq is not None else q, L, H, D, cfg.chunk, sb, ss),
+            cfg.num_warps, CAUSAL=causal, HAS_KEEP=keep is not None, COMPUTE_DQ=g is not None, ORDER=order,
+            T1P=triton.next_power_of_2(order + 1), BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d)
     return (o, z) if g is None else dq
 
 
@@ -114,12 +121,10 @@ def _launch_dkdv(q, k, v, keep, o, z, g, carry, per_chunk: bool, order: int, cau
     dv = _new_output(v.shape, v.dtype, v.device)
     sb, ss = _carry_strides(carry, per_chunk)
     grid = (cfg.num_splits, triton.cdiv(D, cfg.block_d), B * H)
-    _ea_bwd_dkdv_kernel[grid](
-        q, k, v, keep if keep is not None else q, o, z, g, carry, dk, dv,
-        L, H, D, cfg.chunk, sb, ss,
-        CAUSAL=causal, HAS_KEEP=keep is not None, ORDER=order, T1P=triton.next_power_of_2(order + 1),
-        BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
-    )
+    _launch(_ea_bwd_dkdv_kernel, grid,
+            (q, k, v, keep if keep is not None else q, o, z, g, carry, dk, dv, L, H, D, cfg.chunk, sb, ss),
+            cfg.num_warps, CAUSAL=causal, HAS_KEEP=keep is not None, ORDER=order,
+            T1P=triton.next_power_of_2(order + 1), BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d)
     return dk, dv
 
 
