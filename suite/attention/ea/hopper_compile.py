@@ -149,7 +149,7 @@ def record_launches(scenario: dict, generic: bool = False) -> list[dict]:
             options = opts.__dict__
         name = kernel.fn.__name__
         specs.append(dict(kernel=name, variant=_variant_name(name, constexprs), D=D, order=order,
-                          dtype=scenario["dtype"], block_l=constexprs["BLOCK_L"], block_d=constexprs["BLOCK_D"],
+                          dtype=scenario["dtype"], block_l=constexprs["BLOCK_L"], block_c=constexprs["BLOCK_C"],
                           num_warps=num_warps, signature=sig, constexprs=cexpr, attrs=attrs,
                           options={k: v for k, v in options.items() if _picklable(v)}, generic=generic))
 
@@ -221,9 +221,9 @@ def cubin_resources(cubin: bytes) -> dict:
     return dict(zip(("regs", "stack", "static_smem", "local"), map(int, m.groups())))
 
 
-def loop_traffic(ttir: str, block_l: int, block_d: int) -> dict:
+def loop_traffic(ttir: str, block_l: int, block_c: int) -> dict:
     """Global bytes loaded and stored per element of [B, L, C] inside the kernel's L loop (one tile of
-    block_l x block_d per iteration, masked lanes counted), and per channel outside it (the carries)."""
+    block_l x block_c per iteration, masked lanes counted), and per channel outside it (the carries)."""
     lines = [re.sub(r" loc\(.*$", "", l) for l in ttir.splitlines()]
     inside, loop_indent = False, None
     tile = {"load": 0, "store": 0}
@@ -248,9 +248,9 @@ def loop_traffic(ttir: str, block_l: int, block_d: int) -> dict:
         else:
             nbytes = _BYTES[_SCALAR_PTR.search(line).group(1)]
         (tile if inside else chunk)[op] += nbytes
-    per_elt = block_l * block_d
+    per_elt = block_l * block_c
     return dict(read_per_elt=tile["load"] / per_elt, write_per_elt=tile["store"] / per_elt,
-                carry_per_channel=(chunk["load"] + chunk["store"]) / block_d)
+                carry_per_channel=(chunk["load"] + chunk["store"]) / block_c)
 
 
 def compile_spec(spec: dict) -> dict:
@@ -289,7 +289,7 @@ def compile_spec(spec: dict) -> dict:
                    spill_stores=int(stack.group(2)), spill_loads=int(stack.group(3)),
                    static_smem=res["static_smem"], dynamic_smem=compiled.metadata.shared, smem=smem,
                    cubin_bytes=len(cubin), ptx_bytes=len(ptx), **occ,
-                   **loop_traffic(compiled.asm["ttir"], spec["block_l"], spec["block_d"]))
+                   **loop_traffic(compiled.asm["ttir"], spec["block_l"], spec["block_c"]))
     except Exception as err:  # report every failure, not just the first
         out.update(ok=False, error=f"{type(err).__name__}: {err}"[:2000])
     return out
@@ -310,7 +310,7 @@ def profile(dims=LAUNCH_DIMS, orders=LAUNCH_ORDERS, dtypes=DTYPES, generic: bool
 
 # -- reports ---------------------------------------------------------------------------------------------
 
-COLUMNS = ("kernel", "dtype", "t", "D", "BLOCK_L x BLOCK_D", "warps", "regs", "spill st/ld B", "stack B", "smem B",
+COLUMNS = ("kernel", "dtype", "t", "D", "BLOCK_L x BLOCK_C", "warps", "regs", "spill st/ld B", "stack B", "smem B",
            "blocks/SM", "occupancy", "cubin KB", "B/elt read", "B/elt write", "carry B/ch/chunk")
 
 
@@ -322,7 +322,7 @@ def table_rows(results: list[dict]) -> list[list[str]]:
                         + ["FAIL: " + r["error"].splitlines()[0]] + [""] * (len(COLUMNS) - 5))
             continue
         rows.append([r["variant"], r["dtype"], str(r["order"]), ",".join(map(str, r["dims"])),
-                     f"{r['block_l']} x {r['block_d']}", str(r["num_warps"]), str(r["regs"]),
+                     f"{r['block_l']} x {r['block_c']}", str(r["num_warps"]), str(r["regs"]),
                      f"{r['spill_stores']}/{r['spill_loads']}", str(r["stack"]), str(r["smem"]),
                      str(r["blocks_per_sm"]), f"{r['occupancy']:.1%}", f"{r['cubin_bytes'] / 1024:.0f}",
                      f"{r['read_per_elt']:.2f}", f"{r['write_per_elt']:.2f}", f"{r['carry_per_channel']:.0f}"])
