@@ -75,6 +75,27 @@ def _safe_inverse(z):
 
 
 @triton.jit
+def _end_rows(BLOCK_L: tl.constexpr):
+    """[BLOCK_L, 1] masks of the tile's first and last row."""
+    rows = tl.arange(0, BLOCK_L)[:, None]
+    return rows == 0, rows == BLOCK_L - 1
+
+
+@triton.jit
+def _scan_from(carry, x, first):
+    """carry [BLOCK_C] + the cumsum of x [BLOCK_L, BLOCK_C] along the rows, as one scan: the carry is added to
+    the first row. With the rows inside the thread this is BLOCK_L adds per channel, where a cumsum, a sum for
+    the next carry and adding the carry to every row took about three times as many."""
+    return tl.cumsum(tl.where(first, x + carry[None, :], x), axis=0)
+
+
+@triton.jit
+def _last_row(x, last):
+    """Row BLOCK_L - 1 of x as a [BLOCK_C] vector (a register move when the rows are inside the thread)."""
+    return tl.sum(tl.where(last, x, 0.0), axis=0)
+
+
+@triton.jit
 def _ea_chunk_sums_kernel(
     X, Y, W, Z, KEEP, OUT,
     L, C, S, CHUNK,
@@ -149,6 +170,7 @@ def _ea_fwd_kernel(
             k = tl.load(K + offs, mask=m2, other=0.0).to(tl.float32)
             v = tl.load(V + offs, mask=m2, other=0.0).to(tl.float32)
             p = _key_weight(k, KEEP, b, L, offs_l, lmask, m2, HAS_KEEP)
+        first, last = _end_rows(BLOCK_L)
         num = tl.zeros([BLOCK_L, BLOCK_C], dtype=tl.float32)
         den = tl.zeros([BLOCK_L, BLOCK_C], dtype=tl.float32)
         dnum = tl.zeros([BLOCK_L, BLOCK_C], dtype=tl.float32)
@@ -159,11 +181,10 @@ def _ea_fwd_kernel(
         new_b = ()
         for n in tl.static_range(ORDER + 1):
             if CAUSAL:
-                pv = p * v
-                big_a = tl.cumsum(pv, axis=0) + sum_a[n][None, :]
-                big_b = tl.cumsum(p, axis=0) + sum_b[n][None, :]
-                new_a = new_a + (sum_a[n] + tl.sum(pv, axis=0),)
-                new_b = new_b + (sum_b[n] + tl.sum(p, axis=0),)
+                big_a = _scan_from(sum_a[n], p * v, first)
+                big_b = _scan_from(sum_b[n], p, first)
+                new_a = new_a + (_last_row(big_a, last),)
+                new_b = new_b + (_last_row(big_b, last),)
                 p = p * k
             else:
                 big_a = sum_a[n][None, :]
@@ -227,6 +248,7 @@ def _ea_bwd_dkdv_kernel(
             gz = g * _safe_inverse(tl.load(Z + offs, mask=m2, other=0.0))
             gzo = gz * o
             a = tl.full([BLOCK_L, BLOCK_C], 1.0, tl.float32)
+        first, last = _end_rows(BLOCK_L)
         dk = tl.zeros([BLOCK_L, BLOCK_C], dtype=tl.float32)
         dv = tl.zeros([BLOCK_L, BLOCK_C], dtype=tl.float32)
         phi_prev = phi
@@ -234,12 +256,10 @@ def _ea_bwd_dkdv_kernel(
         new_h = ()
         for n in tl.static_range(ORDER + 1):
             if CAUSAL:
-                xg = a * gz
-                xh = a * gzo
-                big_g = tl.cumsum(xg, axis=0) + sum_g[n][None, :]
-                big_h = tl.cumsum(xh, axis=0) + sum_h[n][None, :]
-                new_g = new_g + (sum_g[n] + tl.sum(xg, axis=0),)
-                new_h = new_h + (sum_h[n] + tl.sum(xh, axis=0),)
+                big_g = _scan_from(sum_g[n], a * gz, first)
+                big_h = _scan_from(sum_h[n], a * gzo, first)
+                new_g = new_g + (_last_row(big_g, last),)
+                new_h = new_h + (_last_row(big_h, last),)
                 a = a * q * (1.0 / (n + 1))
             else:
                 big_g = sum_g[n][None, :]
