@@ -323,3 +323,18 @@ def test_l_split_aims_at_16_warps_per_sm_with_chunks_of_at_least_128_rows():
     assert triton_ops.default_num_splits(64, 8192, 4096, 132) == 1  # 2048 programs fill the GPU already
     cfg = triton_ops.launch_config(2, 1000, 8, 64, torch.device("cpu"), sms=132)
     assert cfg.num_splits * cfg.chunk >= 1000 and cfg.chunk % 8 == 0 and cfg.num_splits > 1
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_order_18_runs_one_row_tiles_and_matches_naive_formula(causal):
+    assert triton_ops.block_rows("fwd", causal, 18) == triton_ops.block_rows("dkdv", causal, 18) == 1
+    q, k, v = make_inputs(scale=0.5, length=11)
+    mask = make_mask(length=11)
+    g = torch.randn(B, 11, H, D, dtype=torch.float64)
+    ref = _grads("naive", q, k, v, 18, causal, mask, g)
+    out = _grads("triton", *(t.float() for t in (q, k, v)), 18, causal, mask, g)
+    assert rel_err(run("triton", *(t.float() for t in (q, k, v)), 18, causal, mask),
+                   ea_naive(q, k, v, 18, causal, mask)) < 1e-5
+    for name, a, r in zip("qkv", out, ref):
+        assert not a.isnan().any(), name
+        assert rel_err(a, r) < 1e-5, name

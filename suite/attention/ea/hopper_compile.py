@@ -3,6 +3,7 @@
     python -m suite.attention.ea.hopper_compile                  # compile check: one line per kernel, ok or FAIL
     python -m suite.attention.ea.hopper_compile --resources      # the static profile table (docs/kernels.md)
     python -m suite.attention.ea.hopper_compile --resources --out results/static   # writes sm90.md, sm90.json
+    python -m suite.attention.ea.hopper_compile --resources --dims 64 --orders 8,12 --out DIR --name wide
 
 What is compiled is what the launcher launches: the op (``triton_ops.EATritonFunction``, forward and backward,
 causal and not, with and without a key padding mask, with initial and final state) runs on CPU tensors of a
@@ -355,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resources", action="store_true", help="print the resource table, not ok/FAIL lines")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON list")
-    parser.add_argument("--out", help="directory to write sm90.md and sm90.json into")
+    parser.add_argument("--out", help="directory to write NAME.md and NAME.json into")
+    parser.add_argument("--name", default="sm90", help="file name (without suffix) of the reports in --out")
     parser.add_argument("--dims", default=",".join(map(str, LAUNCH_DIMS)))
     parser.add_argument("--orders", default=",".join(map(str, LAUNCH_ORDERS)))
     parser.add_argument("--dtypes", default=",".join(DTYPES))
@@ -370,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m suite.attention.ea.hopper_compile " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "sm90.md"), "w") as f:
+        with open(os.path.join(args.out, args.name + ".md"), "w") as f:
             f.write(markdown(results, command.strip()))
-        with open(os.path.join(args.out, "sm90.json"), "w") as f:
+        with open(os.path.join(args.out, args.name + ".json"), "w") as f:
             json.dump(dict(command=command.strip(), results=results), f, indent=1)
             f.write("\n")
     if args.json:

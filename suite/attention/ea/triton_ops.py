@@ -36,17 +36,20 @@ def block_rows(kernel: str, causal: bool, order: int) -> int:
     """BLOCK_L: rows per tile for ``kernel`` ("chunk_sums", "fwd" (also dq) or "dkdv") at order t.
 
     A thread holds about (live [BLOCK_L] columns) x BLOCK_L + 2(t+1) fp32 values, so the causal fwd/dq/dk/dv
-    kernels, which also hold the in-tile scans, take 4 rows and the others 8, halved above t = 6 (1 row above
-    t = 24, where the sums alone take 50 registers). Measured for sm_90 (docs/kernels.md, results/static): every
-    configuration compiles without spills to at most 128 registers per thread, >= 25% occupancy; 8 rows for
-    the causal fwd and dq reach 116 registers in fp16, too close to that line.
+    kernels, which also hold the in-tile scans, take 4 rows and the others 8; half that for 6 < t <= 16, and
+    above (at t = 24 the sums alone are 50 registers) 1 row, 2 for the chunk sums (ptxas spills those at 1).
+    Measured for sm_90 (docs/kernels.md, results/static): no spill and >= 25% occupancy at t = 0..6 and
+    t = 8, 12, 16, 24, 32. 8 rows for the causal fwd and dq reach 116 registers in fp16 at t = 6, too close to
+    the 128 that 25% allows.
     """
     if kernel not in ("chunk_sums", "fwd", "dkdv"):
         raise ValueError(f"unknown EA kernel {kernel!r}")
     rows = 4 if causal and kernel != "chunk_sums" else 8
-    if order > 24:
-        return 1
-    return rows if order <= 6 else rows // 2
+    if order <= 6:
+        return rows
+    if order <= 16:
+        return rows // 2
+    return 2 if kernel == "chunk_sums" else 1
 
 
 @dataclass(frozen=True)
