@@ -262,3 +262,79 @@ def test_torch_path_in_row_blocks_equals_one_block(monkeypatch):
     assert rel_err(o_blocked, o_whole) < 1e-12 and rel_err(s_blocked, s_whole) < 1e-12
     for a, b in zip(blocked, whole):
         assert rel_err(a, b) < 1e-12
+
+
+# -- launcher paths: channel blocks, default rows per kernel, high orders, the L split --------------------
+
+@pytest.mark.parametrize("shape", [(1, 21, 2, 128), (2, 13, 5, 40)], ids=["D128-two-blocks", "blocks-across-heads"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_head_dim_128_and_channel_blocks_across_heads(shape, causal):
+    """The kernels see [B, L, H*D] channels in blocks of BLOCK_C: D = 128 fills two blocks, and H*D = 200 gives
+    a partial second block whose channels start mid-head. Forward and gradients against the fp64 formula."""
+    b, length, h, d = shape
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(b, length, h, d, generator=gen, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(b, length, generator=gen) > 0.25
+    g = torch.randn(b, length, h, d, generator=gen, dtype=torch.float64)
+    ref_o = ea_naive(q, k, v, 6, causal, mask)
+    ref = _grads("naive", q, k, v, 6, causal, mask, g)
+    out_o = ea_attention(*(t.float() for t in (q, k, v)), 6, causal, key_padding_mask=mask, backend="triton")
+    assert rel_err(out_o, ref_o) < 1e-5
+    out = _grads("triton", *(t.float() for t in (q, k, v)), 6, causal, mask, g)
+    for name, a, r in zip("qkv", out, ref):
+        assert not a.isnan().any(), name
+        assert rel_err(a, r) < 1e-5, name
+
+
+def test_triton_default_rows_per_kernel_with_l_split_and_state():
+    """num_splits=3 with the launcher's own rows per kernel (4 and 8), forward, final state and gradients."""
+    q, k, v = (t.float() for t in make_inputs())
+    mask = make_mask()
+    g = torch.randn(B, L, H, D, dtype=torch.float64)
+    _, ref_state = ea_attention(q, k, v, 6, True, mask, output_final_state=True, backend="naive")
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    o, state = triton_ops.ea_triton(*leaves, 6, True, mask, output_final_state=True, num_splits=3)
+    assert rel_err(o, ea_naive(*(t.double() for t in (q, k, v)), 6, True, mask)) < 1e-5
+    assert rel_err(state, ref_state) < 1e-5
+    grads = torch.autograd.grad(o, leaves, g.float())
+    ref = _grads("naive", *(t.double() for t in (q, k, v)), 6, True, mask, g)
+    for name, a, r in zip("qkv", grads, ref):
+        assert rel_err(a, r) < 1e-5, name
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_order_8_uses_half_the_rows_and_matches_naive_formula(causal):
+    assert triton_ops.block_rows("fwd", causal, 8) == triton_ops.block_rows("fwd", causal, 6) // 2
+    q, k, v = make_inputs(scale=0.7)
+    mask = make_mask()
+    g = torch.randn(B, L, H, D, dtype=torch.float64)
+    ref = _grads("naive", q, k, v, 8, causal, mask, g)
+    out = _grads("triton", *(t.float() for t in (q, k, v)), 8, causal, mask, g)
+    assert rel_err(run("triton", *(t.float() for t in (q, k, v)), 8, causal, mask),
+                   ea_naive(q, k, v, 8, causal, mask)) < 1e-5
+    for name, a, r in zip("qkv", out, ref):
+        assert rel_err(a, r) < 1e-5, name
+
+
+def test_l_split_aims_at_16_warps_per_sm_with_chunks_of_at_least_128_rows():
+    # 1 x 8 channel blocks of 4 warps on 132 SMs want 66 chunks; L = 8192 allows 64 of 128 rows
+    assert triton_ops.default_num_splits(1, 8192, 1024, 132) == 64
+    assert triton_ops.default_num_splits(1, 1024, 1024, 132) == 8
+    assert triton_ops.default_num_splits(64, 8192, 4096, 132) == 1  # 2048 programs fill the GPU already
+    cfg = triton_ops.launch_config(2, 1000, 8, 64, torch.device("cpu"), sms=132)
+    assert cfg.num_splits * cfg.chunk >= 1000 and cfg.chunk % 8 == 0 and cfg.num_splits > 1
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_order_18_runs_one_row_tiles_and_matches_naive_formula(causal):
+    assert triton_ops.block_rows("fwd", causal, 18) == triton_ops.block_rows("dkdv", causal, 18) == 1
+    q, k, v = make_inputs(scale=0.5, length=11)
+    mask = make_mask(length=11)
+    g = torch.randn(B, 11, H, D, dtype=torch.float64)
+    ref = _grads("naive", q, k, v, 18, causal, mask, g)
+    out = _grads("triton", *(t.float() for t in (q, k, v)), 18, causal, mask, g)
+    assert rel_err(run("triton", *(t.float() for t in (q, k, v)), 18, causal, mask),
+                   ea_naive(q, k, v, 18, causal, mask)) < 1e-5
+    for name, a, r in zip("qkv", out, ref):
+        assert not a.isnan().any(), name
+        assert rel_err(a, r) < 1e-5, name

@@ -1,10 +1,17 @@
-"""Launch glue and the autograd.Function for the EA Triton kernels (the kernels are in triton_kernels.py).
+"""Launch glue and the autograd.Function for the EA Triton kernels (the kernels are in triton_kernels.py; the
+design and the static GPU profile of every launch configuration are in docs/kernels.md).
+
+The kernels see q, k, v [B, L, H, D] as [B, L, C] with C = H*D channels. Internally the chunk sums and carries
+are fp32 [B, S, 2, t+1, C]; the public state [B, H, 2, t+1, D] is converted at the boundary.
 
 Forward (causal):     chunk sums of keys -> exclusive cumsum over chunks (+ initial state) -> fwd kernel.
 Forward (non-causal): chunk sums of keys -> total                                        -> fwd kernel.
 Backward:             fwd kernel in dq mode (recomputes the prefix sums; nothing [t+1, L, H, D] is stored),
                       chunk sums of queries -> suffix carries -> dk/dv kernel walking tiles backwards.
-Saved for backward: q, k, v, o, Z (fp32) and the per-chunk carries [B, H, S, 2, t+1, D].
+Saved for backward: q, k, v, o, Z (fp32) and the per-chunk carries [B, S, 2, t+1, C].
+
+Every launch goes through ``_launch`` (hopper_compile records the launches there to compile exactly what the
+launcher would run on an H100).
 """
 from __future__ import annotations
 
@@ -16,40 +23,73 @@ import triton
 
 from suite.attention.ea.triton_kernels import _ea_bwd_dkdv_kernel, _ea_chunk_sums_kernel, _ea_fwd_kernel
 
-#: every (BLOCK_L, BLOCK_D, num_warps) the launcher can pick; the Hopper compile test covers all of them
-LAUNCH_BLOCK_L = 32
-LAUNCH_BLOCK_DS = (16, 32, 64)
-LAUNCH_NUM_WARPS = 4
+#: channels per program and warps per program: one channel per thread (see triton_kernels' docstring)
+BLOCK_C = 128
+NUM_WARPS = BLOCK_C // 32
+#: the shortest L chunk worth its own program when L is split to fill the GPU
+MIN_CHUNK_ROWS = 128
+#: warps per SM the L split aims for when B*C alone gives too few programs (16 of 64: 25% occupancy)
+TARGET_WARPS_PER_SM = 16
+
+
+def block_rows(kernel: str, causal: bool, order: int) -> int:
+    """BLOCK_L: rows per tile for ``kernel`` ("chunk_sums", "fwd" (also dq) or "dkdv") at order t.
+
+    A thread holds about (live [BLOCK_L] columns) x BLOCK_L + 2(t+1) fp32 values, so the causal fwd/dq/dk/dv
+    kernels, which also hold the in-tile scans, take 4 rows and the others 8; half that for 6 < t <= 16, and
+    above (at t = 24 the sums alone are 50 registers) 1 row, 2 for the chunk sums (ptxas spills those at 1).
+    Measured for sm_90 (docs/kernels.md, results/static): no spill and >= 25% occupancy at t = 0..6 and
+    t = 8, 12, 16, 24, 32. 8 rows for the causal fwd and dq reach 116 registers in fp16 at t = 6, too close to
+    the 128 that 25% allows.
+    """
+    if kernel not in ("chunk_sums", "fwd", "dkdv"):
+        raise ValueError(f"unknown EA kernel {kernel!r}")
+    rows = 4 if causal and kernel != "chunk_sums" else 8
+    if order <= 6:
+        return rows
+    if order <= 16:
+        return rows // 2
+    return 2 if kernel == "chunk_sums" else 1
 
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    block_l: int
-    block_d: int
+    block_c: int
     num_warps: int
     num_splits: int  # S: chunks along L, each handled by its own program
-    chunk: int       # rows per chunk, a multiple of block_l
+    chunk: int       # rows per chunk, a multiple of every kernel's BLOCK_L
+    block_l: int | None = None  # one BLOCK_L for every kernel (tests); None: block_rows per kernel
+
+    def rows(self, kernel: str, causal: bool, order: int) -> int:
+        return self.block_l or block_rows(kernel, causal, order)
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def launch_config(B: int, L: int, H: int, D: int, device: torch.device,
-                  num_splits: int | None = None, block_l: int | None = None) -> LaunchConfig:
-    """Block sizes and the L split: enough programs to fill the GPU (about 2 per SM) when B*H is small."""
-    block_d = min(max(16, triton.next_power_of_2(D)), LAUNCH_BLOCK_DS[-1])
-    block_l = block_l or LAUNCH_BLOCK_L
-    tiles = triton.cdiv(L, block_l)
+def default_num_splits(B: int, L: int, C: int, sms: int) -> int:
+    """Chunks along L so that B * S * ceil(C / BLOCK_C) programs give about TARGET_WARPS_PER_SM warps per SM,
+    with chunks of at least MIN_CHUNK_ROWS rows."""
+    programs = B * triton.cdiv(C, BLOCK_C)
+    wanted = triton.cdiv(TARGET_WARPS_PER_SM * sms, programs * NUM_WARPS)
+    return max(1, min(wanted, triton.cdiv(L, MIN_CHUNK_ROWS)))
+
+
+def launch_config(B: int, L: int, H: int, D: int, device: torch.device, num_splits: int | None = None,
+                  block_l: int | None = None, sms: int | None = None) -> LaunchConfig:
+    """Channel blocks and the L split; ``num_splits`` and ``block_l`` override the defaults, ``sms`` (the SM
+    count) replaces the query of a CUDA device (hopper_compile records an H100's launches on the CPU)."""
+    C = H * D
     if num_splits is None:
-        num_splits = 1
-        if device.type == "cuda" and not interpreting():
+        if sms is None and device.type == "cuda" and not interpreting():
             sms = torch.cuda.get_device_properties(device).multi_processor_count
-            base = B * H * triton.cdiv(D, block_d)
-            num_splits = max(1, min(triton.cdiv(2 * sms, base), triton.cdiv(tiles, 4)))
+        num_splits = default_num_splits(B, L, C, sms) if sms else 1
+    granule = block_l or 8  # a multiple of every block_rows choice
+    tiles = triton.cdiv(L, granule)
     num_splits = max(1, min(num_splits, tiles))
-    chunk = triton.cdiv(tiles, num_splits) * block_l
-    return LaunchConfig(block_l, block_d, LAUNCH_NUM_WARPS, triton.cdiv(L, chunk), chunk)
+    chunk = triton.cdiv(tiles, num_splits) * granule
+    return LaunchConfig(BLOCK_C, NUM_WARPS, triton.cdiv(L, chunk), chunk, block_l)
 
 
 def _new_output(shape, dtype, device) -> torch.Tensor:
@@ -57,38 +97,56 @@ def _new_output(shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _chunk_sums(mode: int, x, y, w, z, keep, order: int, cfg: LaunchConfig) -> torch.Tensor:
+def _launch(kernel, grid, args, num_warps: int, **constexprs) -> None:
+    """The one place a kernel is launched (hopper_compile patches it to record the launches)."""
+    kernel[grid](*args, num_warps=num_warps, **constexprs)
+
+
+def _grid(B: int, C: int, cfg: LaunchConfig) -> tuple[int, int, int]:
+    return cfg.num_splits, triton.cdiv(C, cfg.block_c), B
+
+
+def _chunk_sums(mode: int, x, y, w, z, keep, order: int, causal: bool, cfg: LaunchConfig) -> torch.Tensor:
+    """Per-chunk sums [B, S, 2, t+1, C] (MODE 0: keys, MODE 1: queries)."""
     B, L, H, D = x.shape
-    out = _new_output((B, H, cfg.num_splits, 2, order + 1, D), torch.float32, x.device)
-    grid = (cfg.num_splits, triton.cdiv(D, cfg.block_d), B * H)
-    _ea_chunk_sums_kernel[grid](
-        x, y, w if w is not None else x, z if z is not None else x, keep if keep is not None else x, out,
-        L, H, D, cfg.num_splits, cfg.chunk,
-        MODE=mode, HAS_KEEP=keep is not None, ORDER=order, T1P=triton.next_power_of_2(order + 1),
-        BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
-    )
+    C = H * D
+    out = _new_output((B, cfg.num_splits, 2, order + 1, C), torch.float32, x.device)
+    _launch(_ea_chunk_sums_kernel, _grid(B, C, cfg),
+            (x, y, w if w is not None else x, z if z is not None else x, keep if keep is not None else x, out,
+             L, C, cfg.num_splits, cfg.chunk),
+            cfg.num_warps, MODE=mode, HAS_KEEP=keep is not None, ORDER=order,
+            BLOCK_L=cfg.rows("chunk_sums", causal, order), BLOCK_C=cfg.block_c)
     return out
 
 
 def _exclusive_prefix(sums: torch.Tensor) -> torch.Tensor:
-    """Carries entering each chunk: Σ of the chunks before it (dim 2)."""
-    incl = sums.cumsum(2)
-    return torch.cat([torch.zeros_like(incl[:, :, :1]), incl[:, :, :-1]], dim=2)
+    """Carries entering each chunk: Σ of the chunks before it (dim 1)."""
+    incl = sums.cumsum(1)
+    return torch.cat([torch.zeros_like(incl[:, :1]), incl[:, :-1]], dim=1)
 
 
 def _exclusive_suffix(sums: torch.Tensor) -> torch.Tensor:
-    """Carries entering each chunk from the right: Σ of the chunks after it (dim 2)."""
-    return _exclusive_prefix(sums.flip(2)).flip(2)
+    """Carries entering each chunk from the right: Σ of the chunks after it (dim 1)."""
+    return _exclusive_prefix(sums.flip(1)).flip(1)
 
 
-def _carry_strides(carry: torch.Tensor, per_chunk: bool) -> tuple[int, int]:
-    return carry.stride(1), (carry.stride(2) if per_chunk else 0)
+def _state_to_channels(state: torch.Tensor) -> torch.Tensor:
+    """[B, H, 2, t+1, D] -> [B, 2, t+1, H*D] fp32."""
+    B, H, two, T1, D = state.shape
+    return state.float().permute(0, 2, 3, 1, 4).reshape(B, two, T1, H * D)
+
+
+def _state_from_channels(x: torch.Tensor, H: int) -> torch.Tensor:
+    """[B, 2, t+1, H*D] -> [B, H, 2, t+1, D] contiguous."""
+    B, two, T1, C = x.shape
+    return x.reshape(B, two, T1, H, C // H).permute(0, 3, 1, 2, 4).contiguous()
 
 
 def _launch_fwd(q, k, v, keep, carry, per_chunk: bool, order: int, causal: bool, cfg: LaunchConfig,
                 g=None):
-    """o and Z (g None) or dq (g given) from carries [B, H, S or 1, 2, t+1, D]."""
+    """o and Z (g None) or dq (g given) from carries [B, S or 1, 2, t+1, C]."""
     B, L, H, D = q.shape
+    C = H * D
     if g is None:
         o = _new_output(q.shape, v.dtype, q.device)
         z = _new_output(q.shape, torch.float32, q.device)
@@ -96,30 +154,27 @@ def _launch_fwd(q, k, v, keep, carry, per_chunk: bool, order: int, causal: bool,
     else:
         o = z = None
         dq = _new_output(q.shape, q.dtype, q.device)
-    sb, ss = _carry_strides(carry, per_chunk)
-    grid = (cfg.num_splits, triton.cdiv(D, cfg.block_d), B * H)
-    _ea_fwd_kernel[grid](
-        q, k, v, keep if keep is not None else q, carry,
-        o if o is not None else q, z if z is not None else q, g if g is not None else q, dq if dq is not None else q,
-        L, H, D, cfg.chunk, sb, ss,
-        CAUSAL=causal, HAS_KEEP=keep is not None, COMPUTE_DQ=g is not None, ORDER=order,
-        T1P=triton.next_power_of_2(order + 1), BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
-    )
+    use_keep = causal and keep is not None  # non-causal: the mask is already in the carries
+    _launch(_ea_fwd_kernel, _grid(B, C, cfg),
+            (q, k, v, keep if use_keep else q, carry,
+             o if o is not None else q, z if z is not None else q, g if g is not None else q,
+             dq if dq is not None else q,
+             L, C, cfg.chunk, carry.stride(0), carry.stride(1) if per_chunk else 0),
+            cfg.num_warps, CAUSAL=causal, HAS_KEEP=use_keep, COMPUTE_DQ=g is not None, ORDER=order,
+            BLOCK_L=cfg.rows("fwd", causal, order), BLOCK_C=cfg.block_c)
     return (o, z) if g is None else dq
 
 
 def _launch_dkdv(q, k, v, keep, o, z, g, carry, per_chunk: bool, order: int, causal: bool, cfg: LaunchConfig):
     B, L, H, D = q.shape
+    C = H * D
     dk = _new_output(k.shape, k.dtype, k.device)
     dv = _new_output(v.shape, v.dtype, v.device)
-    sb, ss = _carry_strides(carry, per_chunk)
-    grid = (cfg.num_splits, triton.cdiv(D, cfg.block_d), B * H)
-    _ea_bwd_dkdv_kernel[grid](
-        q, k, v, keep if keep is not None else q, o, z, g, carry, dk, dv,
-        L, H, D, cfg.chunk, sb, ss,
-        CAUSAL=causal, HAS_KEEP=keep is not None, ORDER=order, T1P=triton.next_power_of_2(order + 1),
-        BLOCK_L=cfg.block_l, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
-    )
+    _launch(_ea_bwd_dkdv_kernel, _grid(B, C, cfg),
+            (q, k, v, keep if keep is not None else q, o, z, g, carry, dk, dv,
+             L, C, cfg.chunk, carry.stride(0), carry.stride(1) if per_chunk else 0),
+            cfg.num_warps, CAUSAL=causal, HAS_KEEP=keep is not None, ORDER=order,
+            BLOCK_L=cfg.rows("dkdv", causal, order), BLOCK_C=cfg.block_c)
     return dk, dv
 
 
@@ -135,22 +190,22 @@ class EATritonFunction(torch.autograd.Function):
         cfg = launch_config(B, L, H, D, q.device, num_splits, block_l)
         state = None
         if causal:
-            init = initial_state.float().contiguous() if initial_state is not None else None
+            init = _state_to_channels(initial_state) if initial_state is not None else None
             if cfg.num_splits > 1 or want_state:
-                sums = _chunk_sums(0, k, v, None, None, keep8, order, cfg)
+                sums = _chunk_sums(0, k, v, None, None, keep8, order, causal, cfg)
                 carry = _exclusive_prefix(sums)
                 if init is not None:
-                    carry = carry + init[:, :, None]
+                    carry = carry + init[:, None]
                 if want_state:
-                    state = carry[:, :, -1] + sums[:, :, -1]
+                    state = _state_from_channels(carry[:, -1] + sums[:, -1], H)
             else:
-                carry = (init if init is not None else q.new_zeros((B, H, 2, order + 1, D), dtype=torch.float32))
-                carry = carry[:, :, None]
+                carry = init if init is not None else q.new_zeros((B, 2, order + 1, H * D), dtype=torch.float32)
+                carry = carry[:, None]
             carry = carry.contiguous()
             per_chunk = True
         else:
-            sums = _chunk_sums(0, k, v, None, None, keep8, order, cfg)
-            carry = sums.sum(2, keepdim=True).contiguous()
+            sums = _chunk_sums(0, k, v, None, None, keep8, order, causal, cfg)
+            carry = sums.sum(1, keepdim=True).contiguous()
             per_chunk = False
         o, z = _launch_fwd(q, k, v, keep8, carry, per_chunk, order, causal, cfg)
         ctx.save_for_backward(q, k, v, o, z, keep8, carry)
@@ -166,11 +221,11 @@ class EATritonFunction(torch.autograd.Function):
         order, causal, cfg = ctx.order, ctx.causal, ctx.cfg
         g = grad_o.contiguous()
         dq = _launch_fwd(q, k, v, keep8, carry, ctx.per_chunk, order, causal, cfg, g=g)
-        sums = _chunk_sums(1, q, g, o, z, None, order, cfg)
+        sums = _chunk_sums(1, q, g, o, z, None, order, causal, cfg)
         if causal:
             carry_gh, per_chunk = _exclusive_suffix(sums).contiguous(), True
         else:
-            carry_gh, per_chunk = sums.sum(2, keepdim=True).contiguous(), False
+            carry_gh, per_chunk = sums.sum(1, keepdim=True).contiguous(), False
         dk, dv = _launch_dkdv(q, k, v, keep8, o, z, g, carry_gh, per_chunk, order, causal, cfg)
         return dq, dk, dv, None, None, None, None, None, None, None
 
