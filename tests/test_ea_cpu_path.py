@@ -285,3 +285,12 @@ def test_kernel_is_compiled_once_then_loaded_from_the_cache(fresh_loader, monkey
     ea_attention(q, k, v, 4, True, backend="torch")
     assert len(compiles) == 1 and fused.BUILD_INFO["compiled"] is False
     assert fused.BUILD_INFO["seconds"] < 5
+
+
+@needs_kernel
+def test_double_backward_raises_instead_of_returning_nothing():
+    q, k, v = (t.requires_grad_() for t in inputs(1, 6, 1, 8, dtype=torch.float32))
+    out = ea_attention(q, k, v, 2, True, backend="torch")
+    gq, = torch.autograd.grad(out.square().sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError):
+        gq.sum().backward()

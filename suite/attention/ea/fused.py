@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from suite.attention.base import compute_dtype
 
@@ -641,6 +642,7 @@ class EAFusedFunction(torch.autograd.Function):
         return o.to(v.dtype), state.float()
 
     @staticmethod
+    @once_differentiable  # the kernel's gradients carry no graph: a double backward raises instead of going quiet
     def backward(ctx, grad_o, grad_state):
         q, k, v, keep, initial_state = ctx.saved_tensors
         if grad_state is not None and bool(grad_state.ne(0).any()):
