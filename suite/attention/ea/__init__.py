@@ -3,7 +3,9 @@
 Per channel c, o_ic = Σ_j ŵ_ijc v_jc / Σ_j ŵ_ijc with ŵ_ijc = T_t(q_ic k_jc) exp(-k_jc²/2), the order-t
 Taylor stand-in for exp(-(q_ic - k_jc)²/2) (DESIGN.md §2). Backends:
 
-- ``"torch"``:  the O(tLD) PyTorch path (prefix sums) with an analytic backward (reference.py)
+- ``"torch"``:  the O(tLD) path with §2's analytic backward: on a CPU one fused C kernel per call (fused.py,
+                built once per machine; ``backend_used`` "torch"), elsewhere or without a C compiler the op-by-op
+                PyTorch path (reference.py; ``backend_used`` "torch-unfused")
 - ``"triton"``: the Triton kernels (triton_kernels.py, triton_ops.py); on a CPU only under TRITON_INTERPRET=1
 - ``"naive"``:  the direct O(L²) formula, for tests
 - ``"auto"``:   triton for CUDA tensors, torch otherwise
@@ -19,12 +21,14 @@ import torch
 from torch import nn
 
 from suite.attention.base import AttentionModule
+from suite.attention.ea import fused
+from suite.attention.ea.fused import ea_fused
 from suite.attention.ea.reference import ea_naive, ea_naive_state, ea_step_torch, ea_torch, empty_state
 from suite.attention.registry import register_attention
 
 BACKENDS = ("auto", "torch", "triton", "naive")
 
-__all__ = ["BACKENDS", "EAAttention", "ea_attention", "ea_step", "empty_state", "resolve_backend"]
+__all__ = ["BACKENDS", "EAAttention", "ea_attention", "ea_step", "empty_state", "path_used", "resolve_backend"]
 
 
 def _check_order(order: Any) -> None:
@@ -46,6 +50,12 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         return "triton" if device.type == "cuda" else "torch"
     return backend
+
+
+def path_used(backend: str, device: torch.device | torch.Tensor) -> str:
+    """What runs for a resolved ``backend`` on ``device``: the backend's name, except that the torch backend says
+    which of its paths runs (fused.FUSED, the fused CPU kernel, or fused.UNFUSED, the op-by-op path)."""
+    return fused.path_name(device) if backend == "torch" else backend
 
 
 def ea_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int = 6, causal: bool = False,
@@ -100,7 +110,8 @@ def ea_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int =
         o = ea_naive(q, k, v, order, causal, key_padding_mask, initial_state).to(v.dtype)
         state = ea_naive_state(k, v, order, key_padding_mask, initial_state) if output_final_state else None
     elif backend == "torch":
-        o, state = ea_torch(q, k, v, order, causal, key_padding_mask, initial_state)
+        torch_path = ea_fused if fused.usable(q) else ea_torch
+        o, state = torch_path(q, k, v, order, causal, key_padding_mask, initial_state)
     else:
         if q.device.type != "cuda":
             from suite.attention.ea.triton_ops import interpreting
@@ -164,8 +175,9 @@ class EAAttention(AttentionModule):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """EA over q, k, v [B, L, H, D]."""
-        self.backend_used = resolve_backend(self.backend, q.device)
-        return ea_attention(q, k, v, self.order, self.causal, key_padding_mask, backend=self.backend_used)
+        backend = resolve_backend(self.backend, q.device)
+        self.backend_used = path_used(backend, q)
+        return ea_attention(q, k, v, self.order, self.causal, key_padding_mask, backend=backend)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.project_qkv(x)
@@ -199,8 +211,9 @@ class EAAttention(AttentionModule):
         """Parallel causal forward over x [B, L, dim] that also returns the state after the last token."""
         self.check_step_allowed()
         q, k, v = self.project_qkv(x)
-        self.backend_used = resolve_backend(self.backend, q.device)
-        o, state = ea_attention(q, k, v, self.order, True, output_final_state=True, backend=self.backend_used)
+        backend = resolve_backend(self.backend, q.device)
+        self.backend_used = path_used(backend, q)
+        o, state = ea_attention(q, k, v, self.order, True, output_final_state=True, backend=backend)
         return self.proj(self.merge_heads(o)), state
 
     def extra_repr(self) -> str:
