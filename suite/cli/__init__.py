@@ -1,7 +1,7 @@
 """``run_suite.py`` / ``ea-suite``: argument parsing and dispatch. User errors print one line and exit 2.
 
 Subcommands: ``list``, ``run``, ``suite`` (``cli.run``), ``compare``, ``report`` (``cli.results``), ``bench``
-(``cli.bench``), ``data generate`` (``cli.data``).
+(``cli.bench``), ``data generate`` (``cli.data``), ``gpu-check`` (``cli.gpu_check``).
 
 Exit codes: 0 every job ok; 1 some job failed (oom, diverged, timeout, error) or the run stopped because a
 record could not be written; 2 bad usage (unknown task or attention, bad option, bad task file, missing data,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from suite.cli import bench, data, results, run
+from suite.cli import bench, data, gpu_check, results, run
 from suite.cli.options import Parser
 from suite.errors import UsageError
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
     data.add_parser(sub)
+    gpu_check.add_parser(sub)
     return parser
 
 
