@@ -370,6 +370,23 @@ def test_pathfinder_loader_reads_release_metadata_and_skips_empty_images(tmp_pat
     assert not data.generated and data.pad_id is None and data.mask.all()
 
 
+def test_pathfinder_release_blacklist_spares_the_generated_sample_172(tmp_path):
+    pathfinder.generate_pathfinder(tmp_path / "gen", resolution=32, contour_length=6, num=173, seed=2,
+                                   progress=False, images_per_batch=173)
+    curv = tmp_path / "gen" / "pathfinder32" / "curv_baseline"
+    sample_172 = curv / "imgs/0/sample_172.png"
+    assert pathfinder.is_generated(curv) and sample_172.stat().st_size > 0
+    samples, skipped = pathfinder.list_pathfinder(curv, "all")
+    assert skipped == 0 and len(samples) == 173 and samples[172][0] == sample_172
+    tokens, _, _ = pathfinder.load_pathfinder(tmp_path / "gen", 32, "easy", "all")
+    assert tokens.shape == (173, 1024) and tokens[172].max() > 0
+    assert np.array_equal(tokens[172].numpy(), np.asarray(Image.open(sample_172)).reshape(-1))
+    # the same files without the generator's record are taken for the release: its blacklist applies
+    (curv / pathfinder.GENERATOR_RECORD).unlink()
+    samples, skipped = pathfinder.list_pathfinder(curv, "all")
+    assert skipped == 1 and len(samples) == 172 and sample_172 not in [p for p, _ in samples]
+
+
 def test_pathfinder_metadata_saved_as_real_npy_is_read_too(tmp_path):
     meta = tmp_path / "metadata" / "0.npy"
     meta.parent.mkdir()
