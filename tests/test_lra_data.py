@@ -408,6 +408,25 @@ def test_pathfinder_and_pathx_fall_back_to_generated_data(tmp_path, monkeypatch)
         load_lra("pathx", "val", cache_dir=tmp_path, max_len=1024)
 
 
+def test_pathfinder_probe_cnn_takes_loaded_pixels_and_gives_two_logits(tmp_path, monkeypatch):
+    from suite.models.probes import PathfinderProbeCNN
+
+    monkeypatch.delenv("EA_SUITE_DATA", raising=False)
+    torch.manual_seed(0)
+    data = load_lra("pathfinder", "train", cache_dir=tmp_path, num_examples=8, difficulty="easy", progress=False)
+    images = data.tokens.float().view(-1, 1, 32, 32) / 255
+    model = PathfinderProbeCNN()
+    assert model(images).shape == (8, 2) and model(torch.rand(2, 1, 128, 128)).shape == (2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):  # it can fit a handful of labels, so gradients reach every layer
+        loss = torch.nn.functional.cross_entropy(model(images), data.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert (model(images).argmax(1) == data.labels).all()
+
+
 # ----------------------------------------------------------------------------------------------- AAN
 def test_aan_pairs_are_byte_tokens_with_real_padding_masks(tmp_path):
     directory = release_member(tmp_path, "nested", "tsv_data")
