@@ -370,6 +370,23 @@ def test_pathfinder_loader_reads_release_metadata_and_skips_empty_images(tmp_pat
     assert not data.generated and data.pad_id is None and data.mask.all()
 
 
+def test_pathfinder_release_blacklist_spares_the_generated_sample_172(tmp_path):
+    pathfinder.generate_pathfinder(tmp_path / "gen", resolution=32, contour_length=6, num=173, seed=2,
+                                   progress=False, images_per_batch=173)
+    curv = tmp_path / "gen" / "pathfinder32" / "curv_baseline"
+    sample_172 = curv / "imgs/0/sample_172.png"
+    assert pathfinder.is_generated(curv) and sample_172.stat().st_size > 0
+    samples, skipped = pathfinder.list_pathfinder(curv, "all")
+    assert skipped == 0 and len(samples) == 173 and samples[172][0] == sample_172
+    tokens, _, _ = pathfinder.load_pathfinder(tmp_path / "gen", 32, "easy", "all")
+    assert tokens.shape == (173, 1024) and tokens[172].max() > 0
+    assert np.array_equal(tokens[172].numpy(), np.asarray(Image.open(sample_172)).reshape(-1))
+    # the same files without the generator's record are taken for the release: its blacklist applies
+    (curv / pathfinder.GENERATOR_RECORD).unlink()
+    samples, skipped = pathfinder.list_pathfinder(curv, "all")
+    assert skipped == 1 and len(samples) == 172 and sample_172 not in [p for p, _ in samples]
+
+
 def test_pathfinder_metadata_saved_as_real_npy_is_read_too(tmp_path):
     meta = tmp_path / "metadata" / "0.npy"
     meta.parent.mkdir()
@@ -389,6 +406,25 @@ def test_pathfinder_and_pathx_fall_back_to_generated_data(tmp_path, monkeypatch)
     assert pathx.tokens.shape == (2, 128 * 128) and pathx.generated
     with pytest.raises(ValueError, match="16384"):
         load_lra("pathx", "val", cache_dir=tmp_path, max_len=1024)
+
+
+def test_pathfinder_probe_cnn_takes_loaded_pixels_and_gives_two_logits(tmp_path, monkeypatch):
+    from suite.models.probes import PathfinderProbeCNN
+
+    monkeypatch.delenv("EA_SUITE_DATA", raising=False)
+    torch.manual_seed(0)
+    data = load_lra("pathfinder", "train", cache_dir=tmp_path, num_examples=8, difficulty="easy", progress=False)
+    images = data.tokens.float().view(-1, 1, 32, 32) / 255
+    model = PathfinderProbeCNN()
+    assert model(images).shape == (8, 2) and model(torch.rand(2, 1, 128, 128)).shape == (2, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):  # it can fit a handful of labels, so gradients reach every layer
+        loss = torch.nn.functional.cross_entropy(model(images), data.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert (model(images).argmax(1) == data.labels).all()
 
 
 # ----------------------------------------------------------------------------------------------- AAN

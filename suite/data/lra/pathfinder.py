@@ -39,8 +39,9 @@ Deliberate differences from the reference code:
 - Every image has its own random stream (seed, stream, resolution, contour length, batch, index), so
   generation is deterministic, runs in parallel and can be extended later without changing what exists.
 
-Loader: metadata files sorted by integer stem, label from column 3, the known empty image
-(``pathfinder32/curv_baseline/imgs/0/sample_172.png``) and any zero-length file skipped, then a seeded
+Loader: metadata files sorted by integer stem, label from column 3, the known empty image of the release
+(``pathfinder32/curv_baseline/imgs/0/sample_172.png``; kept in generated trees, where it is a normal image)
+and any zero-length file skipped, then a seeded
 80/10/10 split decided per image by a hash of (split_seed, relative path), which stays the same when more
 images are added. Tokens are the pixel intensities 0..255 (sequence length resolution**2) and the mask is
 all True: black pixels are real tokens, not padding (the LRA code's ``inputs > 0`` mask is not copied).
@@ -71,6 +72,7 @@ EMPTY_IMAGES = {"pathfinder32/curv_baseline/imgs/0/sample_172.png"}
 SPLIT_FRACTIONS = {"train": (0.0, 0.8), "val": (0.8, 0.9), "test": (0.9, 1.0)}
 LRA_NUM_IMAGES = 200_000
 GENERATOR_VERSION = 1
+GENERATOR_RECORD = "generator.json"  # written beside imgs/ and metadata/ of every generated curv dir
 _LABEL_STREAM = 0x1ABE1
 
 
@@ -459,7 +461,7 @@ def read_metadata_file(path: Path) -> list[list[str]]:
 
 
 def _check_generator_record(curv_dir: Path, record: dict) -> None:
-    path = curv_dir / "generator.json"
+    path = curv_dir / GENERATOR_RECORD
     record = json.loads(json.dumps(record))  # tuples become lists, as they come back from the file
     if path.exists():
         existing = json.loads(path.read_text())
@@ -561,6 +563,11 @@ def find_pathfinder_dir(root: Path | None, resolution: int, contour_length: int)
     return curv if (curv / "metadata").is_dir() else None
 
 
+def is_generated(curv_dir: Path) -> bool:
+    """Whether curv_dir was written by ``generate_pathfinder`` (it holds the generator record), not the release."""
+    return (curv_dir / GENERATOR_RECORD).is_file()
+
+
 def list_pathfinder(curv_dir: Path, split: str, split_seed: int = 42) -> tuple[list[tuple[Path, int]], int]:
     """([(image path, label)] of one split ('all' for every image) in metadata order, number skipped as empty)."""
     if split not in SPLIT_FRACTIONS and split != "all":
@@ -569,6 +576,9 @@ def list_pathfinder(curv_dir: Path, split: str, split_seed: int = 42) -> tuple[l
     if not metas:
         raise DataMissingError(f"no metadata/<batch>.npy files in {curv_dir}")
     prefix = f"{curv_dir.parent.name}/{curv_dir.name}"
+    # The blacklist names files of the real release; images this module generated are never empty, and one of
+    # them has the blacklisted name.
+    known_empty = set() if is_generated(curv_dir) else EMPTY_IMAGES
     samples, skipped = [], 0
     for meta in sorted(metas, key=lambda p: int(p.stem)):
         for line_no, cols in enumerate(read_metadata_file(meta), start=1):
@@ -578,7 +588,7 @@ def list_pathfinder(curv_dir: Path, split: str, split_seed: int = 42) -> tuple[l
             if split != "all" and split_of(relative, split_seed) != split:
                 continue
             path = curv_dir / relative
-            if f"{prefix}/{relative}" in EMPTY_IMAGES or (path.exists() and path.stat().st_size == 0):
+            if f"{prefix}/{relative}" in known_empty or (path.exists() and path.stat().st_size == 0):
                 skipped += 1
                 continue
             label = int(cols[3])
