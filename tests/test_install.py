@@ -9,6 +9,7 @@ just installed, which the test checks.
 """
 import json
 import os
+import shutil
 import subprocess
 import sysconfig
 import venv
@@ -30,7 +31,15 @@ def installed(tmp_path_factory):
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "deps-from-test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EA_SUITE_PLUGINS", "EA_SUITE_TASKS")}
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT)],
+    # a copy of the package sources: pip builds in the source tree, and this keeps the checkout free of build/
+    # (and a stale build/ there from reaching the wheel)
+    source = base / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "run_suite.py", "suite"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (ROOT / name).is_dir() else {}))
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
                    check=True, env=environ, cwd=base, timeout=600)
     work = base / "elsewhere"
     work.mkdir()
