@@ -1,6 +1,6 @@
 """``run_suite.py`` / ``ea-suite``: argument parsing and dispatch. User errors print one line and exit 2.
 
-Subcommands: ``list``, ``run``, ``suite`` (``cli.run``), ``compare``, ``report`` (``cli.results``), ``bench``
+Subcommands: ``list``, ``run``, ``probe``, ``suite`` (``cli.run``), ``compare``, ``report`` (``cli.results``), ``bench``
 (``cli.bench``), ``data generate`` (``cli.data``), ``gpu-check`` (``cli.gpu_check``).
 
 Exit codes: 0 every job ok; 1 some job failed (oom, diverged, timeout, error) or the run stopped because a

@@ -189,7 +189,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: str) -> int:
+def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: str,
+               attentions: list[str] | None = None) -> int:
     from suite.harness.runner import (default_out_dir, plan_jobs, print_summary, run_in_process, run_jobs,
                                       start_job_server)
 
@@ -202,7 +203,8 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not torchrun:
         start_job_server()
-    attentions = attention_specs(args.attn) if args.attn else None
+    if attentions is None and args.attn:
+        attentions = attention_specs(args.attn)
     jobs = plan_jobs(tasks, args.profile, attentions, args.seeds, args.seq_len, overrides=_overrides(args),
                      rehearse=args.rehearse)
     if args.plan:
@@ -307,6 +309,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_tasks(args, select_tasks(_load_tasks(), [args.task]), stop_on_skip=True, name=args.task)
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Run a task's learnability probes (models without attention) as jobs like any other: attention
+    ``probe:<name>``, same data, L, budget and evaluation as the task's attentions."""
+    from suite.harness.builders import PROBE_PREFIX
+    from suite.tasks import select_tasks
+
+    if args.attn:
+        raise UsageError("probe runs the task's probes, not attentions (use run TASK --attn ...)")
+    task = select_tasks(_load_tasks(), [args.task])[0]
+    offered = task.job_builder.probes(task.data) if task.job_builder and task.job_builder.probes else {}
+    if not offered:
+        raise UsageError(f"task {task.name} has no probes (tasks with probes: the lra family)")
+    names = args.probe or list(offered)
+    unknown = [n for n in names if n not in offered]
+    if unknown:
+        raise UsageError(f"--probe {unknown[0]}: not a probe of {task.name}; its probes: {', '.join(offered)}")
+    return _run_tasks(args, [task], stop_on_skip=True, name=f"{task.name}-probe",
+                      attentions=[PROBE_PREFIX + n for n in dict.fromkeys(names)])
+
+
 def cmd_suite(args: argparse.Namespace) -> int:
     """Run every selected task's jobs (or, with --collect, record what a Slurm submission has finished)."""
     from suite.tasks import select_tasks
@@ -340,6 +362,17 @@ def add_parsers(sub) -> None:
     p.add_argument("task", help="task name (see `run_suite.py list`)")
     add_run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("probe", help="run a task's learnability probes (models without attention), recorded like jobs",
+                       description="Run a task's learnability probes: models without attention (bag of n-grams, GRU, "
+                                   "CNN, ListOps' own evaluator) trained and evaluated like the task's attentions "
+                                   "(same data, L, profile budget), recorded with attention probe:<name>, so compare "
+                                   "and report show them beside the attentions.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", help="task name (see `run_suite.py list`)")
+    p.add_argument("--probe", type=comma_list, metavar="A,B", help="only these probes (default: all of the task's)")
+    add_run_options(p)
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("suite", help="run every task (or the chosen ones) overnight; --resume continues",
                        description="Run every task x attention x seed x length job, each in its own child process.\n"

@@ -1,6 +1,10 @@
 """The LRA family (builder ``lra``): one Long Range Arena task (``suite.data.lra``) + the LRA encoder
 (``suite.models.lra``) -> a training job.
 
+Probes (``run_suite.py probe TASK``, attention ``probe:<name>``): models without attention trained and evaluated
+exactly like the encoder (same data, L, steps and evaluation), to show whether a task is learnable at its
+budget: ``LRA_PROBES`` lists them per task (``suite.models.probes``).
+
 Task data section: ``{source: lra-<task>, task: listops|text|retrieval|image|pathfinder|pathx}``. ListOps,
 Text and Retrieval take L = the job's seq_len as their maximum length (Retrieval: per document); the pixel
 tasks have a fixed L (1024, 1024, 16384) and reject another. Evaluation: ``accuracy`` and mean cross-entropy
@@ -19,10 +23,11 @@ from suite.data.batching import SeededBatches
 from suite.data.lra import PIXEL_TASKS, load_lra
 from suite.data.lra.status import lra_data_status
 from suite.families.classifier import evaluate_classifier
-from suite.harness.builders import BuildContext, Job, register_builder
+from suite.harness.builders import PROBE_PREFIX, BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
 from suite.harness.plan import transformer_cost
 from suite.models.lra import LRAClassifier, LRAConfig, LRADualClassifier
+from suite.models.probes import BagOfTokens, GRUProbe, OracleProbe, PixelProbe
 
 _MODEL = LRAConfig(vocab_size=1, num_classes=2, max_len=1)  # the model defaults, declared below from one source
 
@@ -73,9 +78,43 @@ def lra_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: 
     return flops + evals, peak + hp["batch_size"] * seq_len * hp["dim"] * hp["depth"] * 4 * 24
 
 
+_BOW = "bag of token and hashed-bigram embeddings -> MLP (order beyond pairs lost)"
+_CNN = "a small ResNet on the pixels as an image (Path-X average-pooled to 32 px)"
+#: the probes of each LRA task: name -> what it is
+LRA_PROBES = {
+    "listops": {"oracle": "ListOps' own stack evaluator on the visible tokens (an expression cut off by L has no "
+                          "answer: class 0)",
+                "bow": _BOW, "gru": "one GRU layer read to the last token (order-aware, no tree)"},
+    "text": {"bow": _BOW},
+    "retrieval": {"bow": _BOW + "; the pair head reads [u, v, u*v, |u-v|]"},
+    "image": {"bow": _BOW, "cnn": _CNN},
+    "pathfinder": {"cnn": _CNN},
+    "pathx": {"cnn": _CNN},
+}
+
+
+def lra_probes(data: dict[str, Any]) -> dict[str, str]:
+    """The probes of the task in ``data`` (``LRA_PROBES``)."""
+    return dict(LRA_PROBES.get(data.get("task"), {}))
+
+
+def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: bool) -> torch.nn.Module:
+    """The probe model ``name`` of ``task`` (ValueError naming the valid ones)."""
+    if name not in LRA_PROBES.get(task, {}):
+        raise ValueError(f"lra-{task} has no probe {name!r}; its probes: {', '.join(LRA_PROBES.get(task, {}))}")
+    if name == "oracle":
+        from suite.data.lra.listops import evaluate_ids
+
+        return OracleProbe(evaluate_ids, num_classes)
+    if name == "cnn":
+        return PixelProbe(PIXEL_TASKS[task], num_classes)
+    return (BagOfTokens if name == "bow" else GRUProbe)(vocab_size, num_classes, dual=dual)
+
+
 @register_builder("lra", HPARAMS, "a Long Range Arena task with the LRA Transformer encoder (dual for Retrieval)",
                   rehearsal={"steps": 2, "batch_size": 4, "eval_batch_size": 4, "num_train": 8, "num_eval": 8},
-                  data_status=lambda data, root: lra_data_status(data["task"], root), cost=lra_cost)
+                  data_status=lambda data, root: lra_data_status(data["task"], root), cost=lra_cost,
+                  probes=lra_probes)
 def build_lra_job(ctx: BuildContext) -> Job:
     hp: dict[str, Any] = ctx.hparams
     task = ctx.data["task"]
@@ -89,7 +128,11 @@ def build_lra_job(ctx: BuildContext) -> Job:
     cfg = LRAConfig(vocab_size=train.vocab_size, num_classes=train.num_classes, max_len=train.seq_len,
                     dim=hp["dim"], depth=hp["depth"], heads=hp["heads"], mlp_dim=hp["mlp_dim"],
                     dropout=float(hp["dropout"]), pool=hp["pool"], pos_emb=hp["pos_emb"])
-    model = (LRADualClassifier if train.tokens2 is not None else LRAClassifier)(ctx.attention, cfg)
+    if ctx.attention.startswith(PROBE_PREFIX):
+        model = build_probe(ctx.attention[len(PROBE_PREFIX):], task, train.vocab_size, train.num_classes,
+                            train.tokens2 is not None)
+    else:
+        model = (LRADualClassifier if train.tokens2 is not None else LRAClassifier)(ctx.attention, cfg)
     batch_size = int(hp["batch_size"])
     train_batches = SeededBatches(train.batch, len(train), batch_size, True, ctx.seed, ctx.rank, ctx.world_size)
     eval_batches = SeededBatches(evald.batch, len(evald), int(hp.get("eval_batch_size") or batch_size), False)

@@ -47,6 +47,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 from suite.harness.hparams import HParam, by_name, check_hparams, resolve
 
+#: a job's attention spec that names a learnability probe instead of an attention: "probe:<name>"
+PROBE_PREFIX = "probe:"
+
 
 @dataclass(frozen=True)
 class BuildContext:
@@ -119,7 +122,9 @@ class Builder:
     ``full`` profile end to end on a CPU in minutes). ``data_status(data section, data root)`` says, without
     loading anything, which data a job would use: ("real" | "substitute" | "generated" | "missing", detail; for
     missing data the instructions). ``cost(hparams, data section, L, attention)`` is a job's rough (FLOPs, peak bytes), for
-    the plan's estimates where no earlier record says better (``suite.harness.plan``).
+    the plan's estimates where no earlier record says better (``suite.harness.plan``). ``probes(data section)``
+    names the learnability probes a task of this builder offers ({name: what it is}; ``run_suite.py probe``): a
+    job whose attention is ``probe:<name>`` gets that probe model in place of the model with attention.
     """
 
     name: str
@@ -130,6 +135,7 @@ class Builder:
     rehearsal: dict[str, Any] = field(default_factory=dict)
     data_status: Callable[[dict[str, Any], Any], tuple[str, str]] | None = None
     cost: Callable[[dict[str, Any], dict[str, Any], int, str], tuple[float, float]] | None = None
+    probes: Callable[[dict[str, Any]], dict[str, str]] | None = None
 
     def __call__(self, ctx: BuildContext) -> Job:
         """Build the job, ``ctx.hparams`` checked against the declarations and over the declared defaults (already
@@ -156,7 +162,8 @@ def register_builder(name: str, hparams: Sequence[HParam], description: str = ""
                      check: Callable[[dict[str, Any]], None] | None = None,
                      rehearsal: dict[str, Any] | None = None,
                      data_status: Callable[[dict[str, Any], Any], tuple[str, str]] | None = None,
-                     cost: Callable[[dict[str, Any], dict[str, Any], int, str], tuple[float, float]] | None = None
+                     cost: Callable[[dict[str, Any], dict[str, Any], int, str], tuple[float, float]] | None = None,
+                     probes: Callable[[dict[str, Any]], dict[str, str]] | None = None
                      ) -> Callable[[Callable[[BuildContext], Job]], Builder]:
     """Function decorator: make ``fn(ctx) -> Job`` the builder called ``name`` in task files, reading ``hparams``.
 
@@ -172,7 +179,8 @@ def register_builder(name: str, hparams: Sequence[HParam], description: str = ""
         if known is not None and (known.build.__module__, known.build.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"builder {name!r} is registered twice")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = Builder(name, fn, declared, doc, check, dict(rehearsal or {}), data_status, cost)
+        _REGISTRY[name] = Builder(name, fn, declared, doc, check, dict(rehearsal or {}), data_status, cost,
+                                  probes)
         return _REGISTRY[name]
 
     return wrap

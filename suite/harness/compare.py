@@ -44,13 +44,13 @@ from rich.table import Table
 from rich.text import Text
 
 from suite.console import make_console
+from suite.harness.builders import PROBE_PREFIX
 from suite.harness.measure import crossover_length, loglog_slope
 from suite.harness.published_lra import LRA_TASKS, PUBLISHED_LRA
 from suite.harness.records import latest_by_key, read_records
 
 SUBSTITUTE_MARK = "†"
 DELTA_MARK = "*"
-PROBE_PREFIX = "probe:"
 DEFAULT_BASELINE = "softmax"
 CONFIDENCE = 0.95
 TIME_METRICS = ("fwd_ms", "fwdbwd_ms", "decode_ms_per_token", "train_ms_per_sample", "infer_ms_per_sample")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +252,25 @@ def encode_rows(rows: list[tuple[str, int]], max_len: int) -> tuple[torch.Tensor
         raise ValueError("ListOps targets must be digits 0-9")
     tokens_t = torch.from_numpy(tokens)
     return tokens_t, tokens_t != PAD_ID, torch.from_numpy(labels)
+
+
+def evaluate_ids(ids: Iterable[int]) -> int | None:
+    """The value of one example as the model sees it (token ids after LRA's clean-up, padding dropped), by a
+    stack machine independent of the generator; None when the expression is incomplete (cut off by max_len)."""
+    stack: list = []
+    for token in (VOCAB[int(i)] for i in ids if int(i) != PAD_ID):
+        if token == "X":
+            args = []
+            while stack and not isinstance(stack[-1], str):
+                args.append(stack.pop())
+            if not stack or not args:
+                return None
+            stack.append(_reduce("[" + stack.pop(), args[::-1]))
+        elif token.isdigit():
+            stack.append(int(token))
+        else:
+            stack.append(token)
+    return stack[0] if len(stack) == 1 and isinstance(stack[0], int) else None
 
 
 def listops_path(directory: str | os.PathLike, split: str, task_name: str = "basic") -> Path:
