@@ -153,3 +153,15 @@ def test_a_second_run_on_the_same_out_is_refused_at_once(tasks):
     assert first.returncode == 0, output
     keys = Counter(r["key"] for r in read_records(out))
     assert len(keys) == 6 and set(keys.values()) == {1}  # zero duplicated records
+
+
+def test_plan_totals_leave_jobs_without_data_out_of_the_times():
+    import pandas as pd
+
+    from suite.harness.plan import duration, plan_totals
+
+    frame = pd.DataFrame({"done": [False, False, True], "data": ["real", "missing", "real"],
+                          "est_s": [100.0, 1e9, 50.0]})
+    totals = plan_totals(frame, workers=1)
+    assert (totals["to_run"], totals["missing_data"], totals["job_seconds"], totals["wall_seconds"]) == (2, 1, 100, 100)
+    assert duration(3 * 86400 + 4 * 3600) == "3d 04h" and duration(3725) == "1h 02m"

@@ -160,16 +160,20 @@ def plan_frame(jobs: list[JobSpec], device: str, data_root: str | None, done: se
 
 
 def plan_totals(frame: pd.DataFrame, workers: int) -> dict[str, Any]:
-    """Job counts and the estimated wall time of what is left to run on ``workers`` workers."""
+    """Job counts and the estimated wall time of what is left to run on ``workers`` workers (jobs without their
+    data are skipped in seconds, so they count as jobs but not in the times)."""
     todo = frame[~frame["done"]]
+    runs = todo[todo["data"] != "missing"]
     return {"jobs": int(len(frame)), "done": int(frame["done"].sum()), "to_run": int(len(todo)),
             "missing_data": int((todo["data"] == "missing").sum()), "workers": workers,
-            "job_seconds": float(todo["est_s"].sum()), "wall_seconds": float(makespan(todo["est_s"], workers))}
+            "job_seconds": float(runs["est_s"].sum()), "wall_seconds": float(makespan(runs["est_s"], workers))}
 
 
 def duration(seconds: float) -> str:
-    """``1h 05m``, ``12m 30s``, ``45s``."""
+    """``3d 04h``, ``1h 05m``, ``12m 30s``, ``45s``."""
     seconds = int(round(seconds))
+    if seconds >= 2 * 86400:
+        return f"{seconds // 86400}d {seconds % 86400 // 3600:02d}h"
     if seconds >= 3600:
         return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
     if seconds >= 60:
