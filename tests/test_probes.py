@@ -32,7 +32,7 @@ def test_oracle_probe_answers_what_the_visible_tokens_determine():
     probe(tokens, mask).sum().backward()  # one learnable scale, so the training loop can run it
     assert probe.scale.grad is not None
     cut, cut_mask, _ = encode_rows(rows, max_len=10)
-    assert (probe(cut, cut_mask) == 0).all()  # no answer: all-zero logits, never a guess from the generator
+    assert (probe(cut, cut_mask) == 0).all()  # no answer: equal logits, never a guess from the generator
 
 
 def test_bag_of_tokens_ignores_padding_and_reads_two_documents():

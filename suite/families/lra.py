@@ -83,7 +83,7 @@ _CNN = "a small ResNet on the pixels as an image (Path-X average-pooled to 32 px
 #: the probes of each LRA task: name -> what it is
 LRA_PROBES = {
     "listops": {"oracle": "ListOps' own stack evaluator on the visible tokens (an expression cut off by L has no "
-                          "answer: class 0)",
+                          "answer: equal logits for every class)",
                 "bow": _BOW, "gru": "one GRU layer read to the last token (order-aware, no tree)"},
     "text": {"bow": _BOW},
     "retrieval": {"bow": _BOW + "; the pair head reads [u, v, u*v, |u-v|]"},

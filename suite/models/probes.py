@@ -158,8 +158,9 @@ class PixelProbe(nn.Module):
 
 class OracleProbe(nn.Module):
     """What the visible tokens determine: ``answer(ids)`` (a list of one row's real token ids -> a class or None)
-    per row, as logits scale * one_hot(answer) (all zeros, so class 0 by argmax, where the answer is None, e.g.
-    an expression cut off by L). The one learnable scale only lets the training loop run; accuracy is the
+    per row, as logits scale * one_hot(answer); where the answer is None (e.g. an expression cut off by L) every
+    class gets the same logit: no answer, a tie that the evaluation breaks arbitrarily (about 1 in num_classes
+    right). The one learnable scale only lets the training loop run; accuracy is the
     answer function's. Output: logits [B, num_classes]."""
 
     def __init__(self, answer: Callable[[list[int]], int | None], num_classes: int):
