@@ -97,3 +97,31 @@ def test_probe_runs_the_tasks_probes_as_recorded_jobs_that_compare_labels(capsys
     capsys.readouterr()
     assert main(["compare", str(out), "--format", "markdown"]) == 0
     assert "probe:oracle (probe)" in capsys.readouterr().out
+
+
+def test_tfidf_probe_separates_pairs_that_share_their_words_from_pairs_that_do_not():
+    from suite.data.lra import LRAData
+    from suite.families.lra import tfidf_probe
+
+    gen = torch.Generator().manual_seed(0)
+
+    def pairs(n):
+        a = torch.randint(1, 200, (n, 40), generator=gen)
+        labels = torch.arange(n) % 2
+        other = torch.randint(1, 200, (n, 40), generator=gen)
+        b = torch.where(labels[:, None] == 1, a[:, torch.randperm(40, generator=gen)], other)
+        mask = torch.ones(n, 40, dtype=torch.bool)
+        return LRAData(task="retrieval", split="train", tokens=a, mask=mask, labels=labels, num_classes=2,
+                       seq_len=40, vocab_size=200, pad_id=0, source="test", substitute=False, generated=True,
+                       tokens2=b, mask2=mask.clone())
+
+    metrics = tfidf_probe(pairs(200), pairs(100))
+    assert metrics["accuracy"] > 0.9 and metrics["eval_chance"] == 0.5
+
+
+def test_tfidf_probe_runs_as_a_recorded_job(tmp_path):
+    out = tmp_path / "run"
+    assert main(["probe", "lra-text", "--probe", "tfidf", "--profile", "smoke", "--out", str(out)]) == 0
+    (record,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert record["attention"] == "probe:tfidf" and record["status"] == "ok"
+    assert 0 <= record["metrics"]["accuracy"] <= 1 and record["metrics"]["train_examples"] > 0

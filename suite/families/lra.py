@@ -79,14 +79,17 @@ def lra_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: 
 
 
 _BOW = "bag of token and hashed-bigram embeddings -> MLP (order beyond pairs lost)"
+_TFIDF = ("TF-IDF of token 1-3-grams -> logistic regression (scikit-learn), fit on the training examples; "
+          "not trained by steps")
 _CNN = "a small ResNet on the pixels as an image (Path-X average-pooled to 32 px)"
 #: the probes of each LRA task: name -> what it is
 LRA_PROBES = {
     "listops": {"oracle": "ListOps' own stack evaluator on the visible tokens (an expression cut off by L has no "
                           "answer: equal logits for every class)",
                 "bow": _BOW, "gru": "one GRU layer read to the last token (order-aware, no tree)"},
-    "text": {"bow": _BOW},
-    "retrieval": {"bow": _BOW + "; the pair head reads [u, v, u*v, |u-v|]"},
+    "text": {"bow": _BOW, "tfidf": _TFIDF},
+    "retrieval": {"bow": _BOW + "; the pair head reads [u, v, u*v, |u-v|]",
+                  "tfidf": _TFIDF + "; a pair is [|a-b|, a*b] of its documents' vectors"},
     "image": {"bow": _BOW, "cnn": _CNN},
     "pathfinder": {"cnn": _CNN},
     "pathx": {"cnn": _CNN},
@@ -96,6 +99,46 @@ LRA_PROBES = {
 def lra_probes(data: dict[str, Any]) -> dict[str, str]:
     """The probes of the task in ``data`` (``LRA_PROBES``)."""
     return dict(LRA_PROBES.get(data.get("task"), {}))
+
+
+def tfidf_probe(train, evald) -> dict[str, float]:
+    """Fit TF-IDF (token 1-3-grams, sublinear tf) + logistic regression on ``train`` and score ``evald``
+    (LRA data sets: tokens [N, L], mask, labels, and for two documents tokens2, mask2). Returns ``accuracy`` and
+    mean cross-entropy ``loss`` (nats), and the fit's seconds and vocabulary size."""
+    import time
+
+    import numpy as np
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    def docs(tokens, mask) -> list[str]:
+        return [" ".join(map(str, t[m].tolist())) for t, m in zip(tokens, mask)]
+
+    start = time.perf_counter()
+    vectorizer = TfidfVectorizer(analyzer="word", token_pattern=r"\S+", ngram_range=(1, 3), min_df=2,
+                                 max_features=200_000, sublinear_tf=True)
+    pair = train.tokens2 is not None
+    first = docs(train.tokens, train.mask)
+    vectorizer.fit(first + (docs(train.tokens2, train.mask2) if pair else []))
+
+    def features(data):
+        a = vectorizer.transform(docs(data.tokens, data.mask))
+        if not pair:
+            return a
+        b = vectorizer.transform(docs(data.tokens2, data.mask2))
+        return hstack([abs(a - b), a.multiply(b)]).tocsr()
+
+    model = LogisticRegression(max_iter=2000, C=4.0)
+    model.fit(features(train), train.labels.numpy())
+    x_eval, y_eval = features(evald), evald.labels.numpy()
+    proba = model.predict_proba(x_eval)
+    accuracy = float((model.classes_[proba.argmax(1)] == y_eval).mean())
+    loss = float(log_loss(y_eval, proba, labels=model.classes_))
+    return {"accuracy": accuracy, "loss": loss, "fit_s": time.perf_counter() - start,
+            "vocabulary": float(len(vectorizer.vocabulary_)), "train_examples": float(len(train)),
+            "eval_examples": float(len(y_eval)), "eval_chance": float(np.bincount(y_eval).max() / len(y_eval))}
 
 
 def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: bool) -> torch.nn.Module:
@@ -128,6 +171,12 @@ def build_lra_job(ctx: BuildContext) -> Job:
     cfg = LRAConfig(vocab_size=train.vocab_size, num_classes=train.num_classes, max_len=train.seq_len,
                     dim=hp["dim"], depth=hp["depth"], heads=hp["heads"], mlp_dim=hp["mlp_dim"],
                     dropout=float(hp["dropout"]), pool=hp["pool"], pos_emb=hp["pos_emb"])
+    if ctx.attention == PROBE_PREFIX + "tfidf":
+        if "tfidf" not in LRA_PROBES.get(task, {}):
+            raise ValueError(f"lra-{task} has no probe 'tfidf'; its probes: {', '.join(LRA_PROBES.get(task, {}))}")
+        info = train.describe()
+        info.update(eval_split=evald.split, eval_examples=len(evald), eval_source=evald.source)
+        return Job(measure=lambda: tfidf_probe(train, evald), data_info=info)
     if ctx.attention.startswith(PROBE_PREFIX):
         model = build_probe(ctx.attention[len(PROBE_PREFIX):], task, train.vocab_size, train.num_classes,
                             train.tokens2 is not None)
