@@ -301,6 +301,17 @@ static inline int ea_keeps_SFX(const ea_args *a, int64_t b, int64_t l) {
     return !a->keep || a->keep[b * a->L + l];
 }
 
+/* Key row l of an item into the sums A_n, B_n (a masked key is skipped), prefetching AHEAD rows of k and v */
+static inline void ea_add_key_SFX(const ea_args *a, REAL *A, REAL *S, const REAL *k, const REAL *v, int64_t b,
+                                  int64_t l, int64_t cw, int64_t pw, REAL *pk, REAL *pv) {
+    const int64_t bytes = cw * (int64_t)sizeof(REAL);
+    ea_prefetch(k + (l + AHEAD) * a->k_sl, bytes);
+    ea_prefetch(v + (l + AHEAD) * a->v_sl, bytes);
+    if (ea_keeps_SFX(a, b, l))
+        ea_accumulate_SFX(A, S, ea_row_SFX(k + l * a->k_sl, cw, pw, pk), ea_row_SFX(v + l * a->v_sl, cw, pw, pv),
+                          a->order + 1, pw);
+}
+
 /* forward of one item: o, and the state after the last row when state_out is set */
 static int ea_fwd_item_SFX(const ea_args *a, int64_t b, int64_t c0, int64_t cw) {
     const int64_t t = a->order, T1 = t + 1, L = a->L, C = a->H * a->D, pw = (cw + VL - 1) / VL * VL;
@@ -317,22 +328,10 @@ static int ea_fwd_item_SFX(const ea_args *a, int64_t b, int64_t c0, int64_t cw) 
     const int64_t bytes = cw * (int64_t)sizeof(REAL);
     ea_state_load_SFX(a, A, S, b, c0, cw, pw);
     if (!a->causal)
-        for (int64_t l = 0; l < L; ++l) {
-            ea_prefetch(k + (l + AHEAD) * a->k_sl, bytes);
-            ea_prefetch(v + (l + AHEAD) * a->v_sl, bytes);
-            if (ea_keeps_SFX(a, b, l))
-                ea_accumulate_SFX(A, S, ea_row_SFX(k + l * a->k_sl, cw, pw, pk), ea_row_SFX(v + l * a->v_sl, cw, pw, pv),
-                                  T1, pw);
-        }
+        for (int64_t l = 0; l < L; ++l) ea_add_key_SFX(a, A, S, k, v, b, l, cw, pw, pk, pv);
     for (int64_t l = 0; l < L; ++l) {
         ea_prefetch(q + (l + AHEAD) * a->q_sl, bytes);
-        if (a->causal) {
-            ea_prefetch(k + (l + AHEAD) * a->k_sl, bytes);
-            ea_prefetch(v + (l + AHEAD) * a->v_sl, bytes);
-            if (ea_keeps_SFX(a, b, l))
-                ea_accumulate_SFX(A, S, ea_row_SFX(k + l * a->k_sl, cw, pw, pk), ea_row_SFX(v + l * a->v_sl, cw, pw, pv),
-                                  T1, pw);
-        }
+        if (a->causal) ea_add_key_SFX(a, A, S, k, v, b, l, cw, pw, pk, pv);
         REAL *ol = cw == pw ? o + l * C : po;
         ea_readout_SFX(A, S, ea_row_SFX(q + l * a->q_sl, cw, pw, pq), inv, t, pw, ol);
         ea_put_SFX(o + l * C, ol, cw);
@@ -364,23 +363,11 @@ static int ea_bwd_item_SFX(const ea_args *a, int64_t b, int64_t c0, int64_t cw) 
     const int full = cw == pw;
     ea_state_load_SFX(a, A, S, b, c0, cw, pw);
     if (!a->causal)
-        for (int64_t l = 0; l < L; ++l) {
-            ea_prefetch(k + (l + AHEAD) * a->k_sl, bytes);
-            ea_prefetch(v + (l + AHEAD) * a->v_sl, bytes);
-            if (ea_keeps_SFX(a, b, l))
-                ea_accumulate_SFX(A, S, ea_row_SFX(k + l * a->k_sl, cw, pw, pk), ea_row_SFX(v + l * a->v_sl, cw, pw, pv),
-                                  T1, pw);
-        }
+        for (int64_t l = 0; l < L; ++l) ea_add_key_SFX(a, A, S, k, v, b, l, cw, pw, pk, pv);
     for (int64_t l = 0; l < L; ++l) {   /* forward sweep: dq; causal: gz, gzo parked where dk, dv go */
         ea_prefetch(q + (l + AHEAD) * a->q_sl, bytes);
         ea_prefetch(g + (l + AHEAD) * a->g_sl, bytes);
-        if (a->causal) {
-            ea_prefetch(k + (l + AHEAD) * a->k_sl, bytes);
-            ea_prefetch(v + (l + AHEAD) * a->v_sl, bytes);
-            if (ea_keeps_SFX(a, b, l))
-                ea_accumulate_SFX(A, S, ea_row_SFX(k + l * a->k_sl, cw, pw, pk), ea_row_SFX(v + l * a->v_sl, cw, pw, pv),
-                                  T1, pw);
-        }
+        if (a->causal) ea_add_key_SFX(a, A, S, k, v, b, l, cw, pw, pk, pv);
         const REAL *ql = ea_row_SFX(q + l * a->q_sl, cw, pw, pq);
         REAL *dql = full ? dq + l * C : pdq;
         REAL *gzl = a->causal && full ? dk + l * C : gz, *gzol = a->causal && full ? dv + l * C : gzo;
