@@ -233,11 +233,7 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     out = Path(out)
     slots = slots or [Slot(device, {}, None, device)]
     ensure_out_dir(out, min_free_bytes)
-    lock = RunDirLock(out)
-    warning = lock.acquire()
-    try:
-        if warning:
-            console.print(f"warning: {warning}", markup=False)
+    with _owning(out, console):
         done, recorded_before = done_keys(out, resume)
         todo = [job for job in jobs if job.key not in done]
         summary = RunSummary(out=out, reused=len(jobs) - len(todo))
@@ -245,8 +241,6 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
             console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
         _run_pool(todo, out, slots, summary, console, data_root=data_root, job_timeout=job_timeout,
                   stop_on_skip=stop_on_skip, download=download, tensorboard=tensorboard)
-    finally:
-        lock.release()
     keys = {job.key for job in jobs}
     path = records_path(out)
     written = read_records_file(path) if path.exists() else []
@@ -333,12 +327,8 @@ def run_on_slurm(jobs: list[JobSpec], out: Path, options: Any, *, data_root: str
     console = console or make_console()
     out = Path(out)
     ensure_out_dir(out, min_free_bytes)
-    lock = RunDirLock(out)
-    warning = lock.acquire()
     summary = RunSummary(out=out)
-    try:
-        if warning:
-            console.print(f"warning: {warning}", markup=False)
+    with _owning(out, console):
         done, recorded_before = done_keys(out, resume)
         queued = {entry["key"] for entry, _ in slurm.pending(out)}
         todo = [job for job in jobs if job.key not in done and job.key not in queued]
@@ -356,8 +346,6 @@ def run_on_slurm(jobs: list[JobSpec], out: Path, options: Any, *, data_root: str
                     summary.signal = getattr(stop, "signum", signal.SIGINT)
                 except RecordsWriteError as err:
                     summary.stopped = str(err)
-    finally:
-        lock.release()
     return _summarize(summary, jobs, out, recorded_before, console, waiting=not wait or summary.interrupted)
 
 
@@ -369,18 +357,22 @@ def collect_slurm(out: Path, console: Console | None = None) -> RunSummary:
     out = Path(out)
     if not (out / slurm.SLURM_DIR / slurm.MANIFEST).exists():
         raise UsageError(f"{out}: no Slurm submission to collect (no {slurm.SLURM_DIR}/{slurm.MANIFEST})")
-    lock = RunDirLock(out)
-    warning = lock.acquire()
-    try:
-        if warning:
-            console.print(f"warning: {warning}", markup=False)
+    with _owning(out, console):
         _, recorded_before = done_keys(out, True)
         entries = slurm.pending(out)
         keys = [JobSpec(**entry["spec"]) for entry, _ in slurm.pending_and_collected(out)]
         slurm.record_ended(out, entries, {**base_env(), "launcher": "slurm"}, console, _record)
-    finally:
-        lock.release()
     return _summarize(RunSummary(out=out), keys, out, recorded_before, console, waiting=True)
+
+
+@contextmanager
+def _owning(out: Path, console: Console) -> Iterator[None]:
+    """Hold OUT's lock (``rundir.RunDirLock``) for the block, saying when a stale lock was taken over; another
+    live run holding it is a UsageError before the block runs."""
+    with RunDirLock(out) as lock:
+        if lock.warning:
+            console.print(f"warning: {lock.warning}", markup=False)
+        yield
 
 
 def _summarize(summary: RunSummary, jobs: list[JobSpec], out: Path, recorded_before: int, console: Console,
