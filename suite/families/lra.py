@@ -141,10 +141,16 @@ def tfidf_probe(train, evald) -> dict[str, float]:
             "eval_examples": float(len(y_eval)), "eval_chance": float(np.bincount(y_eval).max() / len(y_eval))}
 
 
-def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: bool) -> torch.nn.Module:
-    """The probe model ``name`` of ``task`` (ValueError naming the valid ones)."""
+def check_probe(name: str, task: str) -> None:
+    """ValueError, naming the valid ones, unless ``name`` is a probe of ``task``."""
     if name not in LRA_PROBES.get(task, {}):
         raise ValueError(f"lra-{task} has no probe {name!r}; its probes: {', '.join(LRA_PROBES.get(task, {}))}")
+
+
+def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: bool) -> torch.nn.Module:
+    """The probe model ``name`` of ``task`` (ValueError naming the valid ones); ``tfidf`` is not a model
+    (``tfidf_probe``)."""
+    check_probe(name, task)
     if name == "oracle":
         from suite.data.lra.listops import evaluate_ids
 
@@ -171,11 +177,10 @@ def build_lra_job(ctx: BuildContext) -> Job:
     cfg = LRAConfig(vocab_size=train.vocab_size, num_classes=train.num_classes, max_len=train.seq_len,
                     dim=hp["dim"], depth=hp["depth"], heads=hp["heads"], mlp_dim=hp["mlp_dim"],
                     dropout=float(hp["dropout"]), pool=hp["pool"], pos_emb=hp["pos_emb"])
+    info = train.describe()
+    info.update(eval_split=evald.split, eval_examples=len(evald), eval_source=evald.source)
     if ctx.attention == PROBE_PREFIX + "tfidf":
-        if "tfidf" not in LRA_PROBES.get(task, {}):
-            raise ValueError(f"lra-{task} has no probe 'tfidf'; its probes: {', '.join(LRA_PROBES.get(task, {}))}")
-        info = train.describe()
-        info.update(eval_split=evald.split, eval_examples=len(evald), eval_source=evald.source)
+        check_probe("tfidf", task)
         return Job(measure=lambda: tfidf_probe(train, evald), data_info=info)
     if ctx.attention.startswith(PROBE_PREFIX):
         model = build_probe(ctx.attention[len(PROBE_PREFIX):], task, train.vocab_size, train.num_classes,
@@ -191,8 +196,6 @@ def build_lra_job(ctx: BuildContext) -> Job:
         n = len(batch["labels"])
         return n, n * train.seq_len * docs
 
-    info = train.describe()
-    info.update(eval_split=evald.split, eval_examples=len(evald), eval_source=evald.source)
     return Job(model=model, train_batches=train_batches, loss_fn=lra_loss, eval_batches=eval_batches,
                evaluate=lra_evaluate, count_batch=count_batch, steps_per_epoch=len(train_batches),
                data_info=info)

@@ -371,14 +371,19 @@ def _timed(spec: str, level: str, L: int, mode: str, shapes: Shapes, device: str
 
 
 def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """``rows`` as compare's pipe table (``compare.markdown_table``): floats to 3 significant digits, "-" where
+    a row has no value."""
+    import pandas as pd
+
+    from suite.harness.compare import markdown_table
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return "-" if math.isnan(value) else f"{value:.3g}"
         return "-" if value is None else str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return lines
+    frame = pd.DataFrame([[cell(r.get(c)) for c in columns] for r in rows], columns=columns)
+    return markdown_table(frame.set_index(columns[0])).splitlines()
 
 
 def write_report(report: Report, out: Path) -> Path:
