@@ -11,13 +11,21 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from tiny_jobs import plugin_env, write_tiny_task
 
 from suite.errors import UsageError
 from suite.harness.execute import JobSpec, run_job
+from suite.harness.jobproc import JobProcess
 from suite.harness.records import job_slug, read_records
-from suite.harness.runner import plan_jobs, run_jobs
+from suite.harness.runner import (
+    Interrupted,
+    Slot,
+    _payload,
+    plan_jobs,
+    run_jobs,
+    stop_signals_interrupt,
+)
 from suite.tasks import load_task_file
-from tiny_jobs import plugin_env, write_tiny_task
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
 
@@ -166,6 +174,26 @@ def test_a_stop_signal_ends_the_suite_after_recording_the_jobs_that_finished(tmp
     assert "Traceback" not in output
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert 1 <= len(records) < 4 and all(r["status"] == "ok" for r in records)
+
+
+def test_a_stop_signal_during_a_job_hand_over_is_held_until_the_job_process_has_started(tmp_path, tiny_plugins,
+                                                                                         monkeypatch):
+    # cut halfway through handing a job to the forkserver, the forkserver dies printing a traceback
+    job = JobProcess(_payload(spec_with(hparams={"sleep": 30}), Slot("cpu"), tmp_path, None, False, None), None)
+    (tmp_path / "logs").mkdir()
+    real_start = type(job.proc).start
+
+    def start_hit_by_a_signal(process):
+        os.kill(os.getpid(), signal.SIGHUP)
+        real_start(process)
+
+    monkeypatch.setattr(type(job.proc), "start", start_hit_by_a_signal)
+    try:
+        with pytest.raises(Interrupted), stop_signals_interrupt():
+            job.start()
+        assert job.proc.pid is not None  # the hand-over completed; the signal came after it
+    finally:
+        job.stop()
 
 
 def test_a_cpu_allocation_failure_is_recorded_as_oom():

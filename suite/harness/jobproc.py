@@ -15,6 +15,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ def _child_main(conn, payload: dict[str, Any]) -> None:
 
 
 _CONTEXT: Any = None
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def mp_context():
@@ -77,6 +80,25 @@ def start_job_server() -> None:
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """While inside, Ctrl-C, SIGTERM and SIGHUP are noted, not acted on; on leaving, each one noted is raised again
+    under the handlers that were there before. Python runs signal handlers in the main thread only, so elsewhere
+    this does nothing (and nothing there is interrupted)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    saved = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+        for signum in dict.fromkeys(noted):
+            signal.raise_signal(signum)
 
 
 def _cgroup_files() -> list[Path]:
@@ -135,8 +157,12 @@ class JobProcess:
         self.ooms_before: int | None = None
 
     def start(self) -> None:
+        """Start the job's process. A stop signal (Ctrl-C, SIGTERM, SIGHUP) that comes while the forkserver is being
+        handed the job takes effect once the hand-over is whole: cut halfway, the forkserver would die printing a
+        traceback into the suite's output."""
         self.ooms_before = oom_kill_count()
-        self.proc.start()  # the first start waits for the forkserver to import torch: not the job's time
+        with stop_signals_held():
+            self.proc.start()  # the first start waits for the forkserver to import torch: not the job's time
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
         self._writer.close()
 
