@@ -141,3 +141,39 @@ def test_timm_args_say_what_the_spec_builds_by_itself():
     assert timm_attn_layer("ea:qk_norm=false").timm_args["qk_norm"] is False
     layer = _timm_layer("ea:order=2", qk_norm=True)
     assert layer.inner.spec == "ea:order=2"  # records name the spec the task asked for
+
+
+def test_attention_specs_are_checked_by_the_registry_once_per_version_of_the_attention_code(tmp_path, monkeypatch):
+    import json
+
+    import suite.attention
+    from suite.tasks import attention_specs as checked
+
+    monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path))
+    assert checked.checked_spec("ea:order=2") == "ea:order=2" and "softmax" in checked.all_names()
+    kept = json.loads((tmp_path / checked.CACHE_FILE).read_text())[checked.fingerprint()]
+    assert kept["specs"] == {"ea:order=2": "ea:order=2"} and kept["names"] == available()
+
+    def registry_asked(spec):
+        raise AssertionError(f"the registry was asked about {spec}")
+
+    monkeypatch.setattr(checked, "_registry_loaded", lambda: False)  # as in a fresh process, before torch
+    monkeypatch.setattr(suite.attention, "validate_spec", registry_asked)
+    assert checked.checked_spec("ea:order=2") == "ea:order=2"  # the kept answer, no registry
+    with pytest.raises(AssertionError, match="ea:order=4"):
+        checked.checked_spec("ea:order=4")  # not kept: the registry answers
+    monkeypatch.undo()
+    monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="even integer"):
+        checked.checked_spec("ea:order=3")  # a bad spec: the registry's error, never kept
+    assert "ea:order=3" not in json.loads((tmp_path / checked.CACHE_FILE).read_text())[checked.fingerprint()]["specs"]
+    monkeypatch.setenv("EA_SUITE_PLUGINS", "another_plugin")  # another set of plugins: another fingerprint
+    checked.fingerprint.cache_clear()
+    try:
+        monkeypatch.setattr(checked, "_registry_loaded", lambda: False)
+        monkeypatch.setattr(suite.attention, "validate_spec", registry_asked)
+        with pytest.raises(AssertionError, match="ea:order=2"):
+            checked.checked_spec("ea:order=2")
+    finally:
+        monkeypatch.undo()
+        checked.fingerprint.cache_clear()

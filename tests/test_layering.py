@@ -21,7 +21,7 @@ ALLOWED = {
     "models": {"attention", "errors"},
     "harness": {"attention", "data", "models", "console", "errors"},
     "families": {"harness", "models", "data", "attention", "console", "errors"},
-    "tasks": {"families", "harness", "attention", "console", "errors"},
+    "tasks": {"families", "harness", "data", "attention", "console", "errors"},
     "cli": {"tasks", "families", "harness", "models", "data", "attention", "console", "errors"},
 }
 

@@ -16,7 +16,8 @@ from suite.families.lm.checkpoint import load_checkpoint, read_checkpoint_config
 from suite.families.lm.decode_bench import decode_benchmark
 from suite.families.lm.evaluate import heldout_metrics
 from suite.data.tokenizer import ByteTokenizer, build_tokenizer, tokenizer_from_dict
-from suite.models.lm import DecoderLM, LMConfig, next_token_loss
+from suite.models.config import LMConfig
+from suite.models.lm import DecoderLM, next_token_loss
 
 ATTENTIONS = available()
 

@@ -14,7 +14,8 @@ from suite.families.lm.heldout_docs import cloze_docs, perplexity_docs
 from suite.families.lm.lm_eval_model import SuiteLM, _windows
 from suite.families.lm.lm_eval_run import LOCAL_TASKS, TASK_DIR, flatten_metrics, run_lm_eval
 from suite.data.tokenizer import ByteTokenizer
-from suite.models.lm import DecoderLM, LMConfig
+from suite.models.config import LMConfig
+from suite.models.lm import DecoderLM
 
 LOG_Z = math.log(math.exp(10.0) + 256)  # log partition of the "next byte" model: one logit 10, 256 logits 0
 

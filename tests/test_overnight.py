@@ -165,3 +165,44 @@ def test_plan_totals_leave_jobs_without_data_out_of_the_times():
     totals = plan_totals(frame, workers=1)
     assert (totals["to_run"], totals["missing_data"], totals["job_seconds"], totals["wall_seconds"]) == (2, 1, 100, 100)
     assert duration(3 * 86400 + 4 * 3600) == "3d 04h" and duration(3725) == "1h 02m"
+
+
+def test_a_plan_needs_no_torch_once_the_attention_specs_and_the_device_speed_are_kept(tmp_path):
+    # what makes `suite --plan --profile full` take seconds: no torch import (families, data status, cost models
+    # and the CLI are torch-free; spec checks and the device's speed are cached per code version and machine)
+    env = {k: v for k, v in os.environ.items() if k not in ("EA_SUITE_PLUGINS", "EA_SUITE_TASKS")}
+    env["EA_SUITE_CACHE"] = str(tmp_path / "cache")
+    code = ("import sys; from suite.cli import main; "
+            "rc = main(['suite', '--plan', '--profile', 'full', '--device', 'cpu', '--format', 'json']); "
+            "print('\\ntorch imported:', 'torch' in sys.modules, 'rc', rc)")
+
+    def plan_in_a_fresh_process():
+        proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        body, _, last = proc.stdout.rstrip().rpartition("\n")
+        return json.loads(body), last
+
+    first, said = plan_in_a_fresh_process()
+    assert said == "torch imported: True rc 0"  # the first plan asks the registry and measures the device
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {"attention-specs.json", "device-flops.json"}
+    again, said = plan_in_a_fresh_process()
+    assert said == "torch imported: False rc 0"
+    assert [j["key"] for j in again["jobs"]] == [j["key"] for j in first["jobs"]] and len(first["jobs"]) > 200
+    assert again["totals"] == first["totals"]
+
+
+def test_the_device_speed_is_measured_once_per_machine(tmp_path, monkeypatch):
+    from suite.harness import plan as planning
+
+    monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(planning, "_measure_flops", lambda device: measured.append(device) or 1e11)
+    planning.device_flops.cache_clear()
+    try:
+        assert planning.device_flops("cpu") == 1e11
+        planning.device_flops.cache_clear()
+        assert planning.device_flops("cpu") == 1e11 and measured == ["cpu"]
+        kept = json.loads((tmp_path / planning.FLOPS_CACHE).read_text())
+        assert list(kept) == [next(iter(kept))] and planning.device_name("cpu") in next(iter(kept))
+    finally:
+        planning.device_flops.cache_clear()

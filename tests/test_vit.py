@@ -21,7 +21,8 @@ from suite.errors import UsageError
 from suite.harness.builders import BuildContext, get_builder
 from suite.harness.execute import seed_everything
 from suite.harness.train import attention_backends, train_and_evaluate
-from suite.models.vit import create_vit, nearest_geometry, token_count
+from suite.models.config import nearest_geometry, token_count
+from suite.models.vit import create_vit
 from suite.families.vit import job_geometry, train_batch_size
 from suite.tasks import TASKS_ROOT, load_task_file
 

@@ -98,13 +98,13 @@ def split_specs(text: str) -> list[str]:
 
 def attention_specs(text: str, option: str = "--attn") -> list[str]:
     """Canonical specs, each checked completely (names, option types, the constructor's checks); UsageError
-    naming a bad one. Duplicates appear once."""
-    from suite.attention import validate_spec
+    naming a bad one. Duplicates appear once. (``suite.tasks.attention_specs``: answers cached per code version.)"""
+    from suite.tasks.attention_specs import checked_spec
 
     out = []
     for spec in split_specs(text):
         try:
-            out.append(validate_spec(spec))
+            out.append(checked_spec(spec))
         except ValueError as err:
             raise UsageError(f"{option} {spec}: {err}") from None
     if not out:

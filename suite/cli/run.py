@@ -201,8 +201,8 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
     if args.data_root and not Path(args.data_root).is_dir():
         raise UsageError(f"--data-root {args.data_root}: no such directory")
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not torchrun:
-        start_job_server()
+    if not torchrun and not args.plan:
+        start_job_server()  # the forkserver imports torch while the jobs are planned
     if attentions is None and args.attn:
         attentions = attention_specs(args.attn)
     jobs = plan_jobs(tasks, args.profile, attentions, args.seeds, args.seq_len, overrides=_overrides(args),

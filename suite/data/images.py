@@ -16,9 +16,8 @@ import torch.nn.functional as F
 
 from suite.data.batching import SeededBatches
 from suite.data.sampling import seeded_permutation
-from suite.data.vision import ImageArrays
+from suite.data.vision import DEFAULT_RANDAUGMENT, ImageArrays
 
-DEFAULT_RANDAUGMENT = "rand-m9-mstd0.5-inc1"
 
 
 def prepare_images(images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...],

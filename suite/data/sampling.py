@@ -2,11 +2,16 @@
 families shuffle and subset the same way (and every attention of a job sees the same examples in the same order)."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def seeded_permutation(n: int, seed: int) -> torch.Tensor:
     """A permutation of range(n) (int64 [n]) that depends only on ``seed``."""
+    import torch
+
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 

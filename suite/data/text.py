@@ -40,11 +40,12 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterator
 
 from suite.data import SPLITS, DataMissingError
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED_SOURCE = "kjv"
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
@@ -287,11 +288,27 @@ def encode_splits(corpus: TextCorpus, tokenizer: Any) -> dict[str, torch.Tensor]
 def random_windows(tokens: torch.Tensor, seq_len: int, batch_size: int,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch of random windows: (x, y) int64 [batch_size, seq_len], y = x shifted by one token."""
+    import torch
+
     if tokens.numel() < seq_len + 1:
         raise ValueError(f"a split of {tokens.numel()} tokens is too short for seq_len={seq_len}")
     starts = torch.randint(0, tokens.numel() - seq_len, (batch_size,), generator=generator)
     rows = torch.stack([tokens[s:s + seq_len + 1] for s in starts.tolist()]).long()
     return rows[:, :-1], rows[:, 1:]
+
+
+class RandomWindowBatches:
+    """An endless stream of training batches (x, y) int64 [batch_size, seq_len] from random windows."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int) -> None:
+        import torch
+
+        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield random_windows(self.tokens, self.seq_len, self.batch_size, self.generator)
 
 
 def sequential_windows(tokens: torch.Tensor, seq_len: int, batch_size: int,
@@ -301,6 +318,8 @@ def sequential_windows(tokens: torch.Tensor, seq_len: int, batch_size: int,
     Every target token is scored exactly once (the tail shorter than seq_len + 1 is dropped); ``max_tokens``
     caps the tokens scored (a whole number of windows).
     """
+    import torch
+
     n_windows = (tokens.numel() - 1) // seq_len
     if max_tokens is not None:
         n_windows = min(n_windows, max(1, max_tokens // seq_len))

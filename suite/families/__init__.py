@@ -7,6 +7,8 @@ register) and their evaluation.
 - ``kernels``: one attention timed at one L, checked first (``kernels``)
 
 Importing this package registers every builder with ``suite.harness.builders`` (timm's habit); the harness
-itself imports no family.
+itself imports no family. A family module imports nothing heavy at its top (no torch, model or data pipeline):
+the CLI imports every family to read the declarations and to plan a night in seconds; a builder imports what it
+builds with when it is called.
 """
 from suite.families import kernels, lm, lra, vit  # noqa: F401  (registration)

@@ -1,10 +1,11 @@
 """The one classifier evaluation of the ViT and LRA families: accuracy and cross-entropy over eval batches."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
+
 
 
 def evaluate_classifier(model: Any, batches: Iterable[Any],
@@ -15,6 +16,8 @@ def evaluate_classifier(model: Any, batches: Iterable[Any],
     ``logits_and_labels(model, batch) -> (logits [B, C], labels int64 [B])``. ValueError when there is no
     example to score.
     """
+    import torch.nn.functional as F
+
     correct = correct5 = total = 0
     loss = 0.0
     for batch in batches:

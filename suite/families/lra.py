@@ -14,20 +14,18 @@ tasks have a fixed L (1024, 1024, 16384) and reject another. Evaluation: ``accur
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-
-from suite.data.batching import SeededBatches
-from suite.data.lra import PIXEL_TASKS, load_lra
+from suite.data.lra import PIXEL_TASKS
 from suite.data.lra.status import lra_data_status
 from suite.families.classifier import evaluate_classifier
 from suite.harness.builders import PROBE_PREFIX, BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
 from suite.harness.plan import transformer_cost
-from suite.models.lra import LRAClassifier, LRAConfig, LRADualClassifier
-from suite.models.probes import BagOfTokens, GRUProbe, OracleProbe, PixelProbe
+from suite.models.config import LRAConfig
+
+if TYPE_CHECKING:
+    import torch
 
 _MODEL = LRAConfig(vocab_size=1, num_classes=2, max_len=1)  # the model defaults, declared below from one source
 
@@ -55,6 +53,8 @@ def _logits_and_labels(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Ten
 
 def lra_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy of one batch {'tokens', 'mask', 'labels'[, 'tokens2', 'mask2']}."""
+    import torch.nn.functional as F
+
     return F.cross_entropy(*_logits_and_labels(model, batch))
 
 
@@ -150,6 +150,8 @@ def check_probe(name: str, task: str) -> None:
 def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: bool) -> torch.nn.Module:
     """The probe model ``name`` of ``task`` (ValueError naming the valid ones); ``tfidf`` is not a model
     (``tfidf_probe``)."""
+    from suite.models.probes import BagOfTokens, GRUProbe, OracleProbe, PixelProbe
+
     check_probe(name, task)
     if name == "oracle":
         from suite.data.lra.listops import evaluate_ids
@@ -165,6 +167,10 @@ def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: b
                   data_status=lambda data, root: lra_data_status(data["task"], root), cost=lra_cost,
                   probes=lra_probes)
 def build_lra_job(ctx: BuildContext) -> Job:
+    from suite.data.batching import SeededBatches
+    from suite.data.lra import load_lra
+    from suite.models.lra import LRAClassifier, LRADualClassifier
+
     hp: dict[str, Any] = ctx.hparams
     task = ctx.data["task"]
     max_len = None if task in PIXEL_TASKS else ctx.seq_len

@@ -19,16 +19,12 @@ import math
 import os
 from typing import Any
 
-import torch.nn.functional as F
-
-from suite.data.images import (DEFAULT_RANDAUGMENT, EpochLoader, PILArrays, Transformed, array_batches,
-                               seeded_indices, timm_transforms)
-from suite.data.vision import ImageArrays, VisionData, load_vision, vision_data_status
+from suite.data.vision import DEFAULT_RANDAUGMENT, ImageArrays, VisionData, load_vision, vision_data_status
 from suite.families.classifier import evaluate_classifier
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
 from suite.harness.plan import transformer_cost
-from suite.models.vit import PRESETS, Geometry, create_vit, nearest_geometry, valid_geometries
+from suite.models.config import PRESETS, Geometry, nearest_geometry, valid_geometries
 
 #: the suite's pooling words -> timm's global_pool
 POOLS = {"cls": "token", "mean": "avg"}
@@ -134,6 +130,8 @@ def make_loss_fn(hp: dict[str, Any], num_classes: int, batch_size: int):
 
         smooth = LabelSmoothingCrossEntropy(smoothing=smoothing)
         return lambda model, batch: smooth(model(batch[0]), batch[1])
+    import torch.nn.functional as F
+
     return lambda model, batch: F.cross_entropy(model(batch[0]), batch[1])
 
 
@@ -144,6 +142,8 @@ def evaluate_images(model, batches) -> dict[str, float]:
 
 def _pipelines(ctx: BuildContext, data: VisionData, geometry: Geometry, hp: dict[str, Any], batch_size: int):
     """(train batches, eval batches, model input channels)."""
+    from suite.data.images import EpochLoader, PILArrays, Transformed, array_batches, seeded_indices, timm_transforms
+
     eval_batch_size = int(hp.get("eval_batch_size") or batch_size)
     num_train, num_eval = hp.get("num_train"), hp.get("num_eval")
     augment = hp.get("augment", "none")
@@ -198,6 +198,8 @@ def vit_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: 
 @register_builder("vit", HPARAMS, "timm ViT image classification with the job's attention in every block",
                   rehearsal=REHEARSAL, data_status=lambda data, root: vision_data_status(data, root), cost=vit_cost)
 def build_vit_job(ctx: BuildContext) -> Job:
+    from suite.models.vit import create_vit
+
     hp: dict[str, Any] = ctx.hparams
     data = load_vision(ctx.data, ctx.data_root, download=ctx.download or bool(ctx.data.get("download")))
     geometry = job_geometry(ctx.seq_len, hp, data.native_size)

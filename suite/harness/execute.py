@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import platform
 import random
+import sys
 import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -65,8 +66,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def no_gpu_driver() -> bool:
+    """True on a Linux machine with no NVIDIA or AMD GPU driver loaded (no /proc/driver/nvidia, no /dev/nvidia*,
+    no /dev/kfd): torch can see no GPU there, so ``auto`` means ``cpu`` without importing torch."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return not (Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists() or any(Path("/dev").glob("nvidia*")))
+
+
 def resolve_device(device: str, local_rank: int | None = None) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; under torchrun each rank takes ``cuda:LOCAL_RANK``."""
+    if device == "cpu" or (device == "auto" and no_gpu_driver()):
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -81,7 +92,7 @@ def resolve_device(device: str, local_rank: int | None = None) -> str:
     return device
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -99,7 +110,7 @@ def device_env(device: str) -> dict[str, Any]:
     from suite.harness.measure import memory_measure
 
     cuda = device.startswith("cuda")
-    return {"device": device, "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+    return {"device": device, "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
             "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             "torch_cuda_build": torch.version.cuda, "cpu_threads": torch.get_num_threads(),
             "memory_measure": memory_measure(device)}

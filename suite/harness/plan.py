@@ -33,9 +33,43 @@ EFFICIENCY = 0.25  # share of the matmul probe's throughput a training step reac
 STARTUP_S = 5.0  # a job's own start: its process, imports, data loading (s)
 
 
+FLOPS_CACHE = "device-flops.json"
+
+
 @lru_cache(maxsize=4)
 def device_flops(device: str = "cpu") -> float:
-    """Measured fp32 matmul throughput of ``device`` (FLOP/s): the median of a few 512x512 products."""
+    """Measured fp32 matmul throughput of ``device`` (FLOP/s): the median of a few 512x512 products. Kept in
+    ``<cache>/device-flops.json`` per device name, CPU count and torch version, so a plan measures once per
+    machine (and then needs no torch)."""
+    import json
+    import os
+    from importlib import metadata
+
+    from suite.data import resolve_cache_dir
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    key = f"{device_name(device)} | {cpus} cpus | torch {metadata.version('torch')}"
+    path = resolve_cache_dir() / FLOPS_CACHE
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    if not isinstance(kept, dict):
+        kept = {}
+    if isinstance(kept.get(key), (int, float)):
+        return float(kept[key])
+    flops = _measure_flops(device)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**kept, key: flops}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only slower next time
+    return flops
+
+
+def _measure_flops(device: str) -> float:
     import torch
 
     from suite.harness.measure import synchronize
@@ -55,9 +89,10 @@ def device_flops(device: str = "cpu") -> float:
 
 
 def device_name(device: str) -> str:
-    from suite.harness.execute import device_env
+    """The device's name as records give it (``env.device_name``); a CPU's without importing torch."""
+    from suite.harness.execute import cpu_name, device_env
 
-    return str(device_env(device)["device_name"])
+    return cpu_name() if device == "cpu" else str(device_env(device)["device_name"])
 
 
 def _history(paths: Iterable[Path], name: str) -> list[dict[str, Any]]:

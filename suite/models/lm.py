@@ -16,7 +16,6 @@ token through each mixer's ``step``; ``generate`` is prefill + step.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -24,45 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from suite.attention import AttentionModule, build_attention
-
-POS_EMB_KINDS = ("none", "learned")
-
-
-@dataclass
-class LMConfig:
-    """Everything needed to rebuild a DecoderLM (stored as JSON beside a checkpoint's weights)."""
-
-    attention: str = "softmax"  # registry spec, e.g. "ea:order=2"
-    vocab_size: int = 257       # 256 bytes + <eos>
-    dim: int = 128
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    pos_emb: str = "none"       # "none" | "learned"
-    max_seq_len: int = 1024     # rows of the learned position table (ignored for "none")
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "dim", "depth", "heads", "max_seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"LMConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.dim % self.heads:
-            raise ValueError(f"LMConfig.dim={self.dim} is not divisible by heads={self.heads}")
-        if self.pos_emb not in POS_EMB_KINDS:
-            raise ValueError(f"LMConfig.pos_emb must be one of {', '.join(POS_EMB_KINDS)}, got {self.pos_emb!r}")
-        if not 0.0 <= self.dropout < 1.0 or self.mlp_ratio <= 0:
-            raise ValueError(f"bad dropout {self.dropout!r} or mlp_ratio {self.mlp_ratio!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LMConfig keys {unknown}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
+from suite.models.config import LMConfig
 
 
 class Block(nn.Module):

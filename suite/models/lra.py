@@ -8,26 +8,12 @@ Head as in the LRA code: pooled vector -> Dense(mlp_dim) -> ReLU -> Dense(classe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from suite.attention import build_attention
-
-
-@dataclass
-class LRAConfig:
-    vocab_size: int
-    num_classes: int
-    max_len: int
-    dim: int = 64
-    depth: int = 2
-    heads: int = 4
-    mlp_dim: int = 128
-    dropout: float = 0.1
-    pool: str = "cls"             # cls | mean
-    pos_emb: str = "learned"      # learned | sinusoidal
+from suite.models.config import LRAConfig
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""Vision Transformers (timm) with a registry attention, and the map from a sequence length L to a geometry.
+"""Vision Transformers (timm) with a registry attention.
 
 A ViT cuts an image of side ``image_size`` into square patches of side ``patch_size`` and adds one class
 token, so its attention sees ``L = (image_size // patch_size) ** 2 + 1`` tokens. A task lists the image sizes
-and patch sizes it allows; ``nearest_geometry`` picks the combination whose L is nearest the requested one.
+and patch sizes it allows; ``suite.models.config.nearest_geometry`` picks the combination whose L is nearest
+the requested one (the presets and geometry live there, without torch).
 
 ``create_vit`` builds ``timm.models.vision_transformer.VisionTransformer`` with
 ``attn_layer=suite.attention.timm_attn_layer(spec)`` (non-causal). Shapes come from a preset
@@ -10,57 +11,9 @@ and patch sizes it allows; ``nearest_geometry`` picks the combination whose L is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
-
 from torch import nn
 
-#: DeiT / timm shapes (embed_dim, depth, num_heads); mlp_ratio 4 and qkv_bias True in both
-PRESETS: dict[str, dict[str, int]] = {
-    "vit_tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
-    "vit_small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
-}
-
-
-def token_count(image_size: int, patch_size: int) -> int:
-    """Tokens the attention sees: (image_size / patch_size)^2 patches + 1 class token."""
-    if image_size <= 0 or patch_size <= 0 or image_size % patch_size:
-        raise ValueError(f"patch size {patch_size} does not tile image size {image_size}")
-    return (image_size // patch_size) ** 2 + 1
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """One valid (image size, patch size) combination and its token count L (pixels, pixels, tokens)."""
-
-    image_size: int
-    patch_size: int
-
-    @property
-    def seq_len(self) -> int:
-        return token_count(self.image_size, self.patch_size)
-
-
-def valid_geometries(image_sizes: Iterable[int], patch_sizes: Iterable[int]) -> list[Geometry]:
-    """Every (image, patch) pair whose patch tiles the image, ordered by L then image size."""
-    out = {Geometry(int(i), int(p)) for i in image_sizes for p in patch_sizes
-           if int(i) > 0 and int(p) > 0 and int(i) % int(p) == 0}
-    return sorted(out, key=lambda g: (g.seq_len, g.image_size))
-
-
-def nearest_geometry(seq_len: int, image_sizes: Iterable[int], patch_sizes: Iterable[int],
-                     native_size: int | None = None) -> Geometry:
-    """The valid geometry whose L is nearest ``seq_len``.
-
-    Ties (same distance in L) go to the image size nearest ``native_size`` (the least resampling), then to
-    the smaller image. ValueError when no patch size tiles any image size.
-    """
-    image_sizes, patch_sizes = list(image_sizes), list(patch_sizes)
-    candidates = valid_geometries(image_sizes, patch_sizes)
-    if not candidates:
-        raise ValueError(f"no patch size in {patch_sizes} tiles an image size in {image_sizes}")
-    native = candidates[0].image_size if native_size is None else native_size
-    return min(candidates, key=lambda g: (abs(g.seq_len - seq_len), abs(g.image_size - native), g.image_size))
+from suite.models.config import token_count
 
 
 def create_vit(attention: str, *, num_classes: int, in_chans: int, image_size: int, patch_size: int,

@@ -124,14 +124,15 @@ class Task:
 
     def default_attentions(self) -> list[str]:
         """Canonical specs of the default attentions (every registered one for ``all``), each checked completely
-        (``suite.attention.validate_spec``); TaskFileError naming the entry if one is bad."""
-        from suite.attention import available, validate_spec
+        (``suite.attention.validate_spec``, its answers cached: ``suite.tasks.attention_specs``); TaskFileError naming
+        the entry if one is bad."""
+        from suite.tasks.attention_specs import all_names, checked_spec
 
-        specs = available() if self.attentions == "all" else list(self.attentions)
+        specs = all_names() if self.attentions == "all" else list(self.attentions)
         out = []
         for i, spec in enumerate(specs):
             try:
-                out.append(validate_spec(spec))
+                out.append(checked_spec(spec))
             except ValueError as err:
                 raise TaskFileError(f"{self.path}: field 'attentions[{i}]': {err}") from None
         return out

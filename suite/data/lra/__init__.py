@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from suite.data import SPLITS, DataMissingError, resolve_cache_dir, resolve_data_root
 from suite.data.lra import aan, byte_tokens, image, imdb, kjv, listops, pathfinder
 from suite.data.lra.release import find_release_dir, missing_release_message
+
+if TYPE_CHECKING:
+    import torch
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 DEFAULT_MAX_LEN = {"listops": 2000, "text": 1000, "retrieval": 4000}  # LRA repository configs
@@ -146,6 +148,8 @@ def load_lra(task: str, split: str, data_root: str | os.PathLike | None = None, 
     seed: generator seed; workers: processes for Pathfinder generation; difficulty: Pathfinder contour
     length ('easy' 6, 'intermediate' 9, 'hard' 14; LRA uses hard).
     """
+    import torch
+
     if task not in TASKS:
         raise ValueError(f"unknown LRA task {task!r}; expected one of {TASKS}")
     if split not in SPLITS:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from suite.data.lra.byte_tokens import encode_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 AAN_FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
 RAW_CUT = 10_000
@@ -57,6 +59,8 @@ def load_aan(directory: str | os.PathLike, split: str, max_len: int = 4000, *, n
     Returns (tokens1, mask1, tokens2, mask2, labels): tokens int16 [N, max_len] (id = byte + 1, 0 = pad),
     masks bool [N, max_len] (True = real byte), labels int64 [N].
     """
+    import torch
+
     labels, text1, text2 = read_aan_tsv(aan_path(directory, split), num_examples)
     tokens1, mask1 = encode_bytes([t[:RAW_CUT] for t in text1], max_len)
     tokens2, mask2 = encode_bytes([t[:RAW_CUT] for t in text2], max_len)

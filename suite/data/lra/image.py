@@ -23,12 +23,14 @@ import gzip
 import os
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from suite.data import SPLITS, DataMissingError
+
+if TYPE_CHECKING:
+    import torch
 
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -78,6 +80,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10_gray(root: str | os.PathLike | None, split: str, *, num_examples: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens uint8 [N, 1024] grayscale pixels row-major, labels int64 [N]) of one LRA split of CIFAR-10."""
+    import torch
+
     _check_split(split)
     root_path = None if root is None else Path(root)
     base = find_cifar10(root_path)
@@ -147,6 +151,9 @@ def read_fashion_mnist(directory: Path, split: str) -> tuple[np.ndarray, np.ndar
 
 def resize_gray(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 [N, h, w] -> uint8 [N, size, size], bilinear (no antialiasing), rounded."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.array(images, dtype=np.uint8)).float().unsqueeze(1)
     y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return y.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -155,6 +162,8 @@ def resize_gray(images: np.ndarray, size: int) -> np.ndarray:
 def load_fashion_mnist(directory: Path, split: str, size: int = SUBSTITUTE_SIZE,
                        num_examples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens uint8 [N, size*size], labels int64 [N]); train = train[:54000], val = train[54000:], test = t10k."""
+    import torch
+
     _check_split(split)
     images, labels = read_fashion_mnist(directory, "test" if split == "test" else "train")
     if split != "test":
@@ -168,6 +177,8 @@ def load_digits_substitute(split: str, size: int = SUBSTITUTE_SIZE, num_examples
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled 8x8 digits scaled from 0..16 to 0..255 and resized to size x size; a seeded
     (seed 0) 80/10/10 split. Returns (tokens uint8 [N, size*size], labels int64 [N])."""
+    import torch
+
     _check_split(split)
     from sklearn.datasets import load_digits
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from suite.data import DataMissingError
 from suite.data.lra.byte_tokens import encode_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 SPLIT_DIRS = {"train": "train", "val": "test", "test": "test"}
 LABELS = {"neg": 0, "pos": 1}
@@ -92,6 +95,8 @@ def load_imdb(root: str | os.PathLike | None, split: str, max_len: int = 1000, *
     Returns (tokens int16 [N, max_len] (id = byte + 1, 0 = pad), mask bool [N, max_len] True = real byte,
     labels int64 [N] (neg 0, pos 1), description of the source that was read).
     """
+    import torch
+
     if split not in SPLIT_DIRS:
         raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLIT_DIRS)}")
     root_path = None if root is None else Path(root)

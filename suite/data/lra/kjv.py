@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from suite.data import SPLITS, DataMissingError
 from suite.data.lra.byte_tokens import encode_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 TESTAMENTS = ("Old Testament", "New Testament")
 SPLIT_SEED = 0
@@ -73,6 +76,8 @@ def load_kjv_testament(split: str, max_len: int, num_examples: int | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Text substitute: (tokens int16 [N, max_len], mask bool [N, max_len], labels int64 [N] 0 Old / 1 New
     Testament), chapters in a fixed shuffled order so the first N are a random subset."""
+    import torch
+
     chapters = kjv_chapters()
     index = split_chapters(split)
     order = np.random.default_rng([SPLIT_SEED, 2]).permutation(len(index))[:num_examples]
@@ -114,6 +119,8 @@ def load_kjv_pairs(split: str, max_len: int, num_examples: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Retrieval substitute: (tokens1, mask1, tokens2, mask2, labels) as ``aan.load_aan`` returns them;
     label 1 = same book. Pairs alternate 1, 0, so every even-length prefix is balanced."""
+    import torch
+
     chapters = kjv_chapters()
     pairs = kjv_pairs(split)[:num_examples]
     tokens1, mask1 = encode_bytes([chapters[a].text for a, _, _ in pairs], max_len)

@@ -28,12 +28,15 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from suite.data import SPLITS
 from suite.data.lra.progress import progress_bar
+
+if TYPE_CHECKING:
+    import torch
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -240,6 +243,8 @@ def encode_source(source: str) -> np.ndarray:
 
 def encode_rows(rows: list[tuple[str, int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(tokens int64 [N, max_len], mask bool [N, max_len] True = real token, labels int64 [N])."""
+    import torch
+
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     tokens = np.zeros((len(rows), max_len), dtype=np.int64)

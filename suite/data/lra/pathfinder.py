@@ -56,14 +56,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from suite.data import DataMissingError
 from suite.data.lra.progress import progress_bar
 from suite.data.lra.release import find_release_dir, missing_release_message
+
+if TYPE_CHECKING:
+    import torch
 
 CONTOUR_DIRS = {6: "curv_baseline", 9: "curv_contour_length_9", 14: "curv_contour_length_14"}
 DIFFICULTIES = {"easy": 6, "intermediate": 9, "hard": 14}
@@ -624,6 +627,8 @@ def load_pathfinder(root: str | os.PathLike | None, resolution: int = 32, diffic
     Returns (tokens uint8 [N, resolution**2] pixel intensities 0..255, mask bool [N, resolution**2] all True,
     labels int64 [N]); N is the split's size, or its first num_examples images in metadata order.
     """
+    import torch
+
     contour_length = DIFFICULTIES.get(difficulty, difficulty) if isinstance(difficulty, str) else difficulty
     if contour_length not in CONTOUR_DIRS:
         raise ValueError(f"difficulty must be one of {list(DIFFICULTIES)} or {sorted(CONTOUR_DIRS)}, got {difficulty!r}")

@@ -17,18 +17,14 @@ The model's defaults are ``LMConfig``'s (one source); ``run_suite.py list --fami
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
-import torch
-
-from suite.data.text import encode_splits, load_text, random_windows, sequential_windows, text_data_status
-from suite.data.tokenizer import build_tokenizer
-from suite.families.lm.evaluate import evaluate_batches, heldout_metrics
+from suite.data.text import text_data_status
 from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
-from suite.harness.plan import transformer_cost
 from suite.harness.measure import DTYPES, torch_dtype
-from suite.models.lm import POS_EMB_KINDS, DecoderLM, LMConfig, next_token_loss
+from suite.harness.plan import transformer_cost
+from suite.models.config import POS_EMB_KINDS, LMConfig
 
 _MODEL = LMConfig()
 MODEL_HPARAMS = (
@@ -57,18 +53,6 @@ DECODE_HPARAMS = (
     HParam("new_tokens", "int", 32, "tokens decoded after the context (the timed steps)", low=1),
     HParam("prefill_repeats", "int", 3, "timed prefills (the median is kept)", low=1),
 )
-
-
-class RandomWindowBatches:
-    """An endless stream of training batches (x, y) int64 [batch_size, seq_len] from random windows."""
-
-    def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int) -> None:
-        self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield random_windows(self.tokens, self.seq_len, self.batch_size, self.generator)
 
 
 def model_config(hp: dict[str, Any], attention: str, vocab_size: int, seq_len: int) -> LMConfig:
@@ -114,6 +98,11 @@ def _lm_data_status(data: dict[str, Any], root: Any) -> tuple[str, str]:
                                               "lm_eval_limit": 1, "decode_new_tokens": 2},
                   data_status=_lm_data_status, cost=lm_cost)
 def build_lm_job(ctx: BuildContext) -> Job:
+    from suite.data.text import RandomWindowBatches, encode_splits, load_text, sequential_windows
+    from suite.data.tokenizer import build_tokenizer
+    from suite.families.lm.evaluate import evaluate_batches, heldout_metrics
+    from suite.models.lm import DecoderLM, next_token_loss
+
     hp, data = ctx.hparams, ctx.data
     download = ctx.download or bool(data.get("download"))
     source = data.get("source", "kjv")
@@ -133,7 +122,7 @@ def build_lm_job(ctx: BuildContext) -> Job:
     def evaluate(net: Any, batches: Any) -> dict[str, float]:
         return evaluate_batches(net, batches, bytes_per_token["val"])
 
-    def extra_eval(net: DecoderLM) -> dict[str, float]:
+    def extra_eval(net: Any) -> dict[str, float]:
         test = heldout_metrics(net, tokens["test"], len(corpus.splits["test"]), ctx.seq_len, eval_bs, max_eval)
         metrics = {"test_loss": test["loss"], "test_bpb": test["bpb"]}
         if hp.get("lm_eval_tasks"):
@@ -174,7 +163,10 @@ def build_lm_decode_job(ctx: BuildContext) -> Job:
     hp = ctx.hparams
 
     def measure() -> dict[str, Any]:
+        import torch
+
         from suite.families.lm.decode_bench import decode_benchmark
+        from suite.models.lm import DecoderLM
 
         if hp.get("checkpoint"):
             from suite.families.lm.checkpoint import load_checkpoint

@@ -14,7 +14,8 @@ import torch
 
 from suite.data.tokenizer import tokenizer_from_dict
 from suite.harness.artifacts import atomic_folder
-from suite.models.lm import DecoderLM, LMConfig
+from suite.models.config import LMConfig
+from suite.models.lm import DecoderLM
 
 WEIGHTS, CONFIG = "model.pt", "config.json"
 FORMAT_VERSION = 1

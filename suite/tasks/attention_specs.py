@@ -1,0 +1,99 @@
+"""Attention specs checked once per version of the attention code, so that a plan reads them without torch.
+
+``checked_spec(spec)`` answers what ``validate_spec`` answers (the canonical spec, after every check of the
+registry and of the attention's constructor) and ``all_names()`` what ``available()`` answers. Answers are kept
+in ``<cache>/attention-specs.json`` (``$EA_SUITE_CACHE``, else ``~/.cache/ea-suite``) under a fingerprint of
+the attention package's source files, the installed torch and triton, and ``EA_SUITE_PLUGINS``; an answer not
+kept there (a new spec, changed code) comes from the registry itself, which imports torch (seconds), and is
+kept for next time. A bad spec is never kept: its ValueError comes from the registry every time. Once the
+registry is loaded in this process (a run imports torch anyway), it answers directly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+CACHE_FILE = "attention-specs.json"
+
+
+@lru_cache(maxsize=1)
+def fingerprint() -> str:
+    """sha256 over the attention package's .py files, the torch and triton versions and EA_SUITE_PLUGINS."""
+    import suite.attention  # the package alone: it imports no attention until a name of it is used
+
+    digest = hashlib.sha256()
+    root = Path(suite.attention.__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for dist in ("torch", "triton"):
+        try:
+            digest.update(f"{dist}={metadata.version(dist)}\0".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{dist}=none\0".encode())
+    digest.update(os.environ.get("EA_SUITE_PLUGINS", "").encode())
+    return digest.hexdigest()
+
+
+def _path() -> Path:
+    from suite.data import resolve_cache_dir
+
+    return resolve_cache_dir() / CACHE_FILE
+
+
+def _load() -> dict[str, Any]:
+    try:
+        kept = json.loads(_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return kept.get(fingerprint(), {}) if isinstance(kept, dict) else {}
+
+
+def _keep(key: str, value: Any) -> None:
+    """Add one answer to the cache file (only this fingerprint's answers stay); a cache that cannot be written is
+    only slower next time."""
+    answers = _load()
+    answers[key] = value
+    path = _path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({fingerprint(): answers}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _registry_loaded() -> bool:
+    return "suite.attention.registry" in sys.modules
+
+
+def checked_spec(spec: str) -> str:
+    """The canonical form of ``spec`` after ``validate_spec``'s checks; ValueError (from the registry) if bad."""
+    if not _registry_loaded():
+        canonical = _load().get("specs", {}).get(spec)
+        if isinstance(canonical, str):
+            return canonical
+    from suite.attention import validate_spec
+
+    canonical = validate_spec(spec)
+    _keep("specs", {**_load().get("specs", {}), spec: canonical})
+    return canonical
+
+
+def all_names() -> list[str]:
+    """Every registered attention name, sorted (``available()``)."""
+    if not _registry_loaded():
+        names = _load().get("names")
+        if isinstance(names, list):
+            return names
+    from suite.attention import available
+
+    names = available()
+    _keep("names", names)
+    return names
