@@ -227,6 +227,22 @@ def test_listops_falls_back_to_a_growing_generated_cache(tmp_path, monkeypatch):
         load_lra("listops", "train", data_root=tmp_path / "nothing", allow_generate=False)
 
 
+
+def test_generated_listops_fits_a_short_l_whole_so_every_answer_is_computable(tmp_path, monkeypatch):
+    monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("EA_SUITE_DATA", raising=False)
+    assert listops.lengths_for(2000) == listops.lengths_for(4000) == listops.LRA_LENGTHS  # LRA's at LRA's L
+    assert listops.lengths_for(512) == (128, 512)
+    short = load_lra("listops", "val", num_examples=40, max_len=128, progress=False)
+    lengths = short.mask.sum(1)
+    assert int(lengths.min()) > 32 and int(lengths.max()) < 128  # whole: never cut by L
+    answers = [listops.evaluate_ids(row[row != listops.PAD_ID].tolist()) for row in short.tokens]
+    assert answers == short.labels.tolist()  # ListOps' own evaluator answers every one from what L shows
+    assert "expressions of 33-127 tokens" in short.source
+    assert (tmp_path / "cache" / "lra" / "listops" / "seed0-len32-128").is_dir()
+    at_lra = load_lra("listops", "val", num_examples=3, max_len=2000, progress=False)
+    assert (tmp_path / "cache" / "lra" / "listops" / "seed0").is_dir() and int(at_lra.mask.sum(1).min()) > 500
+
 # ----------------------------------------------------------------------------------------------- Pathfinder
 def components(binary: np.ndarray) -> np.ndarray:
     """4-connected component labels (0 = background) by breadth-first search."""

@@ -92,10 +92,14 @@ def _listops(root, split, max_len, cache_dir, allow_generate, num_examples, seed
     if generated:
         if not allow_generate:
             raise DataMissingError(missing_release_message(root, "listops-1000", "ListOps data"))
-        directory = lra_cache_dir(cache_dir) / "listops" / f"seed{seed}"
+        low, high = listops.lengths_for(max_len)
+        name = f"seed{seed}" if (low, high) == listops.LRA_LENGTHS else f"seed{seed}-len{low}-{high}"
+        directory = lra_cache_dir(cache_dir) / "listops" / name
         count = num_examples if num_examples is not None else listops.LRA_SPLIT_SIZES[split]
-        listops.ensure_generated_split(directory, split, count, seed=seed, progress=progress)
-        source = f"generated ListOps (LRA algorithm, seed {seed}; {directory})"
+        listops.ensure_generated_split(directory, split, count, seed=seed, progress=progress, min_length=low,
+                                       max_length=high)
+        source = (f"generated ListOps (LRA algorithm, seed {seed}, expressions of {low + 1}-{high - 1} tokens; "
+                  f"{directory})")
     else:
         source = f"lra_release listops-1000 ({directory})"
     tokens, mask, labels = listops.load_listops(directory, split, max_len, num_examples=num_examples)

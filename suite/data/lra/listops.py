@@ -107,6 +107,20 @@ def iter_unique_examples(rng: random.Random, *, min_length: int = 500, max_lengt
             yield source, value
 
 
+#: LRA's bounds on an expression's length in tokens (strict), for its L of 2000
+LRA_LENGTHS = (500, 2000)
+
+
+def lengths_for(seq_len: int) -> tuple[int, int]:
+    """The generator's (min_length, max_length) bounds (strict) for expressions a model sees whole at L =
+    ``seq_len``: LRA's (500, 2000) at L >= 2000, scaled down with L below (a quarter of L to L), so that at the
+    cpu profile's L the evaluation's answer is computable from the visible tokens, as at LRA's."""
+    top = min(int(seq_len), LRA_LENGTHS[1])
+    if top < 8:
+        raise ValueError(f"ListOps expressions need L >= 8 tokens, got {seq_len}")
+    return top * LRA_LENGTHS[0] // LRA_LENGTHS[1], top
+
+
 def _check_lengths(min_length: int, max_length: int) -> None:
     if min_length < 0 or max_length - min_length < 2:
         raise ValueError(f"need 0 <= min_length and min_length + 1 < max_length (lengths are strict bounds), "
@@ -163,14 +177,17 @@ def _count_rows(path: Path) -> int:
 
 
 def ensure_generated_split(directory: str | os.PathLike, split: str, count: int, seed: int = 0,
-                           progress: bool = True, task_name: str = "basic") -> Path:
+                           progress: bool = True, task_name: str = "basic", min_length: int = LRA_LENGTHS[0],
+                           max_length: int = LRA_LENGTHS[1]) -> Path:
     """Make sure ``{task_name}_{split}.tsv`` in directory holds at least ``count`` generated examples.
 
     Used for the on-demand cache, where each split grows on its own: split s is the stream of unique trees
     drawn with ``random.Random(f"listops:{seed}:{s}")`` (LRA's algorithm and default settings), with trees
     found in the other splits' files skipped, so the splits stay disjoint and a larger count only extends
-    the file (the first rows do not change). Returns the file's path.
+    the file (the first rows do not change). ``min_length`` / ``max_length``: the length bounds (strict); one
+    directory holds one choice of them. Returns the file's path.
     """
+    _check_lengths(min_length, max_length)
     path = listops_path(directory, split, task_name)
     if path.exists() and _count_rows(path) >= count:
         return path
@@ -179,7 +196,8 @@ def ensure_generated_split(directory: str | os.PathLike, split: str, count: int,
         other_path = listops_path(directory, other, task_name)
         if other != split and other_path.exists():
             exclude.update(source for source, _ in read_tsv(other_path))
-    stream = iter_unique_examples(random.Random(f"listops:{seed}:{split}"), exclude=exclude)
+    stream = iter_unique_examples(random.Random(f"listops:{seed}:{split}"), min_length=min_length,
+                                  max_length=max_length, exclude=exclude)
     with progress_bar(f"ListOps {split} (seed {seed})", count, enabled=progress) as advance:
         write_tsv(path, _take(stream, count, advance))
     return path
