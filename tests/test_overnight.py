@@ -199,6 +199,9 @@ def test_the_device_speed_is_measured_once_per_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(planning, "_measure_flops", lambda device: measured.append(device) or 1e11)
     planning.device_flops.cache_clear()
     try:
+        assert planning.device_flops("cpu", keep=False) == 1e11  # a run ordering jobs beside its job server
+        assert not (tmp_path / planning.FLOPS_CACHE).exists() and measured == ["cpu"]
+        measured.clear()
         assert planning.device_flops("cpu") == 1e11
         planning.device_flops.cache_clear()
         assert planning.device_flops("cpu") == 1e11 and measured == ["cpu"]

@@ -196,6 +196,27 @@ def test_a_stop_signal_during_a_job_hand_over_is_held_until_the_job_process_has_
         job.stop()
 
 
+def test_a_second_stop_signal_during_a_job_hand_over_is_acted_on_at_once(tmp_path, tiny_plugins, monkeypatch):
+    job = JobProcess(_payload(spec_with(hparams={"sleep": 30}), Slot("cpu"), tmp_path, None, False, None), None)
+    real_start = type(job.proc).start
+
+    def start_hit_twice(process):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGHUP)  # a hand-over that hangs can still be stopped
+        real_start(process)
+
+    monkeypatch.setattr(type(job.proc), "start", start_hit_twice)
+    try:
+        with stop_signals_interrupt():
+            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            with pytest.raises(Interrupted, match="SIGHUP"):
+                job.start()
+            assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the suite's handlers, back
+        assert job.proc.pid is None
+    finally:
+        job.stop()
+
+
 def test_a_cpu_allocation_failure_is_recorded_as_oom():
     outcome = run_job(spec_with(hparams={"inject": {"8": "cpu-oom"}}), "cpu")
     assert outcome["status"] == "oom" and "can't allocate memory" in outcome["error"]

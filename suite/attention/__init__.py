@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 def __getattr__(name: str) -> Any:
-    """The package's names, after importing the registry, the base class and every built-in attention."""
+    """The package's names, after importing the registry, the base class and every built-in attention (which
+    also makes the built-in modules attributes of the package, as an eager import did)."""
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from suite.attention import aft, base, based, linear, mamba, registry, retention, softmax  # noqa: F401
@@ -32,3 +33,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(base if name == "AttentionModule" else registry, name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

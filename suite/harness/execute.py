@@ -67,11 +67,13 @@ def seed_everything(seed: int) -> None:
 
 
 def no_gpu_driver() -> bool:
-    """True on a Linux machine with no NVIDIA or AMD GPU driver loaded (no /proc/driver/nvidia, no /dev/nvidia*,
-    no /dev/kfd): torch can see no GPU there, so ``auto`` means ``cpu`` without importing torch."""
+    """True on a Linux machine with no GPU driver loaded (no /proc/driver/nvidia, /dev/nvidia*, AMD's /dev/kfd or
+    WSL2's /dev/dxg): torch can see no GPU there, so ``auto`` means ``cpu`` without importing torch."""
     if not sys.platform.startswith("linux"):
         return False
-    return not (Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists() or any(Path("/dev").glob("nvidia*")))
+    dev = Path("/dev")
+    return not (Path("/proc/driver/nvidia").exists() or (dev / "kfd").exists() or (dev / "dxg").exists()
+                or any(dev.glob("nvidia*")))
 
 
 def resolve_device(device: str, local_rank: int | None = None) -> str:

@@ -84,21 +84,39 @@ def start_job_server() -> None:
 
 @contextmanager
 def stop_signals_held() -> Iterator[None]:
-    """While inside, Ctrl-C, SIGTERM and SIGHUP are noted, not acted on; on leaving, each one noted is raised again
-    under the handlers that were there before. Python runs signal handlers in the main thread only, so elsewhere
-    this does nothing (and nothing there is interrupted)."""
+    """While inside, the first Ctrl-C, SIGTERM or SIGHUP is noted, not acted on; on leaving, it is raised again
+    under the handlers that were there before. A second one is acted on at once (a hand-over that hangs can
+    still be stopped). Python runs signal handlers in the main thread only, so elsewhere this does nothing
+    (and nothing there is interrupted)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     noted: list[int] = []
-    saved = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum)) for sig in STOP_SIGNALS}
+    saved: dict[int, Any] = {}
+    holding = [True]
+
+    def restore() -> None:
+        for sig, old in list(saved.items()):
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+    def note(signum: int, _frame: Any) -> None:
+        if holding[0] and not noted:
+            noted.append(signum)
+            return
+        holding[0] = False  # a second signal, or one that came while the handlers were put back: act on it now
+        noted.clear()
+        restore()
+        signal.raise_signal(signum)
+
     try:
+        for sig in STOP_SIGNALS:
+            saved[sig] = signal.signal(sig, note)
         yield
     finally:
-        for sig, old in saved.items():
-            signal.signal(sig, signal.SIG_DFL if old is None else old)
-        for signum in dict.fromkeys(noted):
-            signal.raise_signal(signum)
+        holding[0] = False
+        restore()
+        if noted:
+            signal.raise_signal(noted.pop())
 
 
 def _cgroup_files() -> list[Path]:

@@ -36,11 +36,13 @@ STARTUP_S = 5.0  # a job's own start: its process, imports, data loading (s)
 FLOPS_CACHE = "device-flops.json"
 
 
-@lru_cache(maxsize=4)
-def device_flops(device: str = "cpu") -> float:
-    """Measured fp32 matmul throughput of ``device`` (FLOP/s): the median of a few 512x512 products. Kept in
-    ``<cache>/device-flops.json`` per device name, CPU count and torch version, so a plan measures once per
-    machine (and then needs no torch)."""
+@lru_cache(maxsize=8)
+def device_flops(device: str = "cpu", keep: bool = True) -> float:
+    """Measured fp32 matmul throughput of ``device`` (FLOP/s): the median of a few 512x512 products. A measure
+    taken with ``keep`` (the plan: nothing else runs) is kept in ``<cache>/device-flops.json`` per device name,
+    CPU count, ``OMP_NUM_THREADS`` and torch version, so a plan measures once per machine (and then needs no
+    torch); without ``keep`` (a run ordering its jobs while its job server starts) a kept one is used, and a new
+    one is not kept. Delete the file to measure again."""
     import json
     import os
     from importlib import metadata
@@ -48,7 +50,12 @@ def device_flops(device: str = "cpu") -> float:
     from suite.data import resolve_cache_dir
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    key = f"{device_name(device)} | {cpus} cpus | torch {metadata.version('torch')}"
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "?"
+    key = (f"{device_name(device)} | {cpus} cpus | OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} | "
+           f"torch {torch_version}")
     path = resolve_cache_dir() / FLOPS_CACHE
     try:
         kept = json.loads(path.read_text())
@@ -59,13 +66,14 @@ def device_flops(device: str = "cpu") -> float:
     if isinstance(kept.get(key), (int, float)):
         return float(kept[key])
     flops = _measure_flops(device)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**kept, key: flops}, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # only slower next time
+    if keep:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**kept, key: flops}, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # only slower next time
     return flops
 
 
@@ -106,8 +114,10 @@ def _history(paths: Iterable[Path], name: str) -> list[dict[str, Any]]:
     return [r for r in latest_by_key(records) if r["status"] == "ok" and r["env"].get("device_name") == name]
 
 
-def estimates(jobs: list[JobSpec], device: str, history: Iterable[Path] = ()) -> dict[str, tuple[float, float | None, str]]:
-    """key -> (seconds, peak bytes or None, source) for every job (module docstring)."""
+def estimates(jobs: list[JobSpec], device: str, history: Iterable[Path] = (), keep_speed: bool = True
+              ) -> dict[str, tuple[float, float | None, str]]:
+    """key -> (seconds, peak bytes or None, source) for every job (module docstring); ``keep_speed``: as
+    ``device_flops``'s ``keep``."""
     earlier = _history(history, device_name(device))
     by_key = {r["key"]: r for r in earlier}
     similar: dict[tuple, list[dict[str, Any]]] = {}
@@ -130,7 +140,7 @@ def estimates(jobs: list[JobSpec], device: str, history: Iterable[Path] = ()) ->
             out[job.key] = (STARTUP_S, None, "none")
             continue
         flops, peak = cost(job.config["hparams"], job.config["data"], job.seq_len, job.attention)
-        out[job.key] = (STARTUP_S + flops / (device_flops(device) * EFFICIENCY), peak, "model")
+        out[job.key] = (STARTUP_S + flops / (device_flops(device, keep_speed) * EFFICIENCY), peak, "model")
     return out
 
 
@@ -167,8 +177,9 @@ def makespan(seconds: Iterable[float], workers: int) -> float:
 
 
 def longest_first(jobs: list[JobSpec], out: Path, device: str, history: Iterable[Path] = ()) -> list[JobSpec]:
-    """``jobs`` ordered by their estimated time, longest first (keeps a pool of workers busy to the end)."""
-    est = estimates(jobs, device, [out, *history] if Path(out).exists() else list(history))
+    """``jobs`` ordered by their estimated time, longest first (keeps a pool of workers busy to the end). The
+    device's speed is not kept from here: the job server may be importing torch beside the measure."""
+    est = estimates(jobs, device, [out, *history] if Path(out).exists() else list(history), keep_speed=False)
     return sorted(jobs, key=lambda j: -est[j.key][0])
 
 

@@ -47,11 +47,17 @@ def _path() -> Path:
 
 
 def _load() -> dict[str, Any]:
+    """This fingerprint's answers: {"specs": {spec: canonical}, "names": [...]}, what of it is well formed."""
     try:
         kept = json.loads(_path().read_text())
     except (OSError, ValueError):
         return {}
-    return kept.get(fingerprint(), {}) if isinstance(kept, dict) else {}
+    answers = kept.get(fingerprint()) if isinstance(kept, dict) else None
+    if not isinstance(answers, dict):
+        return {}
+    specs, names = answers.get("specs"), answers.get("names")
+    return {**({"specs": specs} if isinstance(specs, dict) else {}),
+            **({"names": names} if isinstance(names, list) else {})}
 
 
 def _keep(key: str, value: Any) -> None:
@@ -82,7 +88,9 @@ def checked_spec(spec: str) -> str:
     from suite.attention import validate_spec
 
     canonical = validate_spec(spec)
-    _keep("specs", {**_load().get("specs", {}), spec: canonical})
+    specs = _load().get("specs", {})
+    if specs.get(spec) != canonical:
+        _keep("specs", {**specs, spec: canonical})
     return canonical
 
 
@@ -95,5 +103,6 @@ def all_names() -> list[str]:
     from suite.attention import available
 
     names = available()
-    _keep("names", names)
+    if _load().get("names") != names:
+        _keep("names", names)
     return names
