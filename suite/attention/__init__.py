@@ -22,6 +22,7 @@ __all__ = [
     "validate_spec",
 ]
 
+
 def __getattr__(name: str) -> Any:
     """The package's names, after importing the registry, the base class and every built-in attention (which
     also makes the built-in modules attributes of the package, as an eager import did)."""

@@ -6,8 +6,10 @@ environment variable ``EA_SUITE_DATA``. Generated data (ListOps, Pathfinder) is 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from suite.errors import UsageError
 
@@ -32,3 +34,26 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     if cache_dir is None:
         cache_dir = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ea-suite"
     return Path(cache_dir).expanduser()
+
+
+def read_cached_json(name: str) -> dict[str, Any]:
+    """The JSON object kept as ``name`` in the cache folder (``resolve_cache_dir``); {} when it is absent,
+    unreadable or not an object."""
+    try:
+        value = json.loads((resolve_cache_dir() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def write_cached_json(name: str, value: dict[str, Any]) -> None:
+    """Keep ``value`` as ``name`` in the cache folder, written whole or not at all; a cache that cannot be
+    written (read-only or full disk) is only slower next time."""
+    path = resolve_cache_dir() / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -19,7 +19,6 @@ from suite.data.sampling import seeded_permutation
 from suite.data.vision import DEFAULT_RANDAUGMENT, ImageArrays
 
 
-
 def prepare_images(images: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...],
                    channels: int) -> torch.Tensor:
     """uint8 [B, C, H, W] -> float32 [B, channels, size, size]: scaled to [0, 1], resized (bilinear,

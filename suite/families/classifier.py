@@ -7,7 +7,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 def evaluate_classifier(model: Any, batches: Iterable[Any],
                         logits_and_labels: Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]],
                         top5: bool = False) -> dict[str, float]:

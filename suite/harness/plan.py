@@ -43,11 +43,10 @@ def device_flops(device: str = "cpu", keep: bool = True) -> float:
     CPU count, ``OMP_NUM_THREADS`` and torch version, so a plan measures once per machine (and then needs no
     torch); without ``keep`` (a run ordering its jobs while its job server starts) a kept one is used, and a new
     one is not kept. Delete the file to measure again."""
-    import json
     import os
     from importlib import metadata
 
-    from suite.data import resolve_cache_dir
+    from suite.data import read_cached_json, write_cached_json
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
@@ -56,24 +55,12 @@ def device_flops(device: str = "cpu", keep: bool = True) -> float:
         torch_version = "?"
     key = (f"{device_name(device)} | {cpus} cpus | OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} | "
            f"torch {torch_version}")
-    path = resolve_cache_dir() / FLOPS_CACHE
-    try:
-        kept = json.loads(path.read_text())
-    except (OSError, ValueError):
-        kept = {}
-    if not isinstance(kept, dict):
-        kept = {}
+    kept = read_cached_json(FLOPS_CACHE)
     if isinstance(kept.get(key), (int, float)):
         return float(kept[key])
     flops = _measure_flops(device)
     if keep:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({**kept, key: flops}, indent=1, sort_keys=True))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # only slower next time
+        write_cached_json(FLOPS_CACHE, {**kept, key: flops})
     return flops
 
 

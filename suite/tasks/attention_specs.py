@@ -11,13 +11,14 @@ registry is loaded in this process (a run imports torch anyway), it answers dire
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from suite.data import read_cached_json, write_cached_json
 
 CACHE_FILE = "attention-specs.json"
 
@@ -40,19 +41,9 @@ def fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _path() -> Path:
-    from suite.data import resolve_cache_dir
-
-    return resolve_cache_dir() / CACHE_FILE
-
-
 def _load() -> dict[str, Any]:
     """This fingerprint's answers: {"specs": {spec: canonical}, "names": [...]}, what of it is well formed."""
-    try:
-        kept = json.loads(_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    answers = kept.get(fingerprint()) if isinstance(kept, dict) else None
+    answers = read_cached_json(CACHE_FILE).get(fingerprint())
     if not isinstance(answers, dict):
         return {}
     specs, names = answers.get("specs"), answers.get("names")
@@ -60,19 +51,11 @@ def _load() -> dict[str, Any]:
             **({"names": names} if isinstance(names, list) else {})}
 
 
-def _keep(key: str, value: Any) -> None:
-    """Add one answer to the cache file (only this fingerprint's answers stay); a cache that cannot be written is
-    only slower next time."""
-    answers = _load()
-    answers[key] = value
-    path = _path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({fingerprint(): answers}, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+def _keep(answers: dict[str, Any], key: str, value: Any) -> None:
+    """Keep ``answers`` with ``key`` set to ``value`` (only this fingerprint's answers stay), unless it already
+    holds that."""
+    if answers.get(key) != value:
+        write_cached_json(CACHE_FILE, {fingerprint(): {**answers, key: value}})
 
 
 def _registry_loaded() -> bool:
@@ -81,28 +64,24 @@ def _registry_loaded() -> bool:
 
 def checked_spec(spec: str) -> str:
     """The canonical form of ``spec`` after ``validate_spec``'s checks; ValueError (from the registry) if bad."""
-    if not _registry_loaded():
-        canonical = _load().get("specs", {}).get(spec)
-        if isinstance(canonical, str):
-            return canonical
+    answers = _load()
+    specs = answers.get("specs", {})
+    if not _registry_loaded() and isinstance(specs.get(spec), str):
+        return specs[spec]
     from suite.attention import validate_spec
 
     canonical = validate_spec(spec)
-    specs = _load().get("specs", {})
-    if specs.get(spec) != canonical:
-        _keep("specs", {**specs, spec: canonical})
+    _keep(answers, "specs", {**specs, spec: canonical})
     return canonical
 
 
 def all_names() -> list[str]:
     """Every registered attention name, sorted (``available()``)."""
-    if not _registry_loaded():
-        names = _load().get("names")
-        if isinstance(names, list):
-            return names
+    answers = _load()
+    if not _registry_loaded() and "names" in answers:
+        return answers["names"]
     from suite.attention import available
 
     names = available()
-    if _load().get("names") != names:
-        _keep("names", names)
+    _keep(answers, "names", names)
     return names
