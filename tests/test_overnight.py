@@ -172,7 +172,9 @@ def test_a_plan_needs_no_torch_once_the_attention_specs_and_the_device_speed_are
     # and the CLI are torch-free; spec checks and the device's speed are cached per code version and machine)
     env = {k: v for k, v in os.environ.items() if k not in ("EA_SUITE_PLUGINS", "EA_SUITE_TASKS")}
     env["EA_SUITE_CACHE"] = str(tmp_path / "cache")
-    code = ("import sys; from suite.cli import main; "
+    # (the CPUs count as quiet here, so the speed measured first is the one kept: see the next test for busy ones)
+    code = ("import sys; import suite.harness.plan as p; p.cpus_busy = lambda cpus: False; "
+            "from suite.cli import main; "
             "rc = main(['suite', '--plan', '--profile', 'full', '--device', 'cpu', '--format', 'json']); "
             "print('\\ntorch imported:', 'torch' in sys.modules, 'rc', rc)")
 
@@ -195,6 +197,7 @@ def test_the_device_speed_is_measured_once_per_machine(tmp_path, monkeypatch):
     from suite.harness import plan as planning
 
     monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path))
+    monkeypatch.setattr(planning, "cpus_busy", lambda cpus: False)
     measured = []
     monkeypatch.setattr(planning, "_measure_flops", lambda device: measured.append(device) or 1e11)
     planning.device_flops.cache_clear()
@@ -207,5 +210,35 @@ def test_the_device_speed_is_measured_once_per_machine(tmp_path, monkeypatch):
         assert planning.device_flops("cpu") == 1e11 and measured == ["cpu"]
         kept = json.loads((tmp_path / planning.FLOPS_CACHE).read_text())
         assert list(kept) == [next(iter(kept))] and planning.device_name("cpu") in next(iter(kept))
+    finally:
+        planning.device_flops.cache_clear()
+
+
+def test_a_device_speed_measured_on_busy_cpus_is_measured_again_once_they_are_quiet(tmp_path, monkeypatch):
+    # a plan beside a night's training measured a share of the machine (7x low here once) and kept it for good
+    from suite.harness import plan as planning
+
+    monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path))
+    busy, speeds = [True], [1.6e10, 1.2e11]
+    monkeypatch.setattr(planning, "cpus_busy", lambda cpus: busy[0])
+    monkeypatch.setattr(planning, "_measure_flops", lambda device: speeds.pop(0))
+
+    def plan_speed():
+        planning.device_flops.cache_clear()
+        return planning.device_flops("cpu")
+
+    try:
+        assert plan_speed() == 1.6e10
+        assert plan_speed() == 1.6e10 and speeds == [1.2e11]  # still busy: the kept one serves, no new measure
+        busy[0] = False
+        assert plan_speed() == 1.2e11 and speeds == []  # quiet: measured again, and this one is kept
+        busy[0] = True
+        assert plan_speed() == 1.2e11
+        (key, entry), = json.loads((tmp_path / planning.FLOPS_CACHE).read_text()).items()
+        assert entry == {"flops": 1.2e11, "busy": False}
+        (tmp_path / planning.FLOPS_CACHE).write_text(json.dumps({key: 1.6e10}))  # kept by an older version
+        speeds.append(1.1e11)
+        busy[0] = False
+        assert plan_speed() == 1.1e11
     finally:
         planning.device_flops.cache_clear()

@@ -42,7 +42,9 @@ def device_flops(device: str = "cpu", keep: bool = True) -> float:
     taken with ``keep`` (the plan: nothing else runs) is kept in ``<cache>/device-flops.json`` per device name,
     CPU count, ``OMP_NUM_THREADS`` and torch version, so a plan measures once per machine (and then needs no
     torch); without ``keep`` (a run ordering its jobs while its job server starts) a kept one is used, and a new
-    one is not kept. Delete the file to measure again."""
+    one is not kept. A CPU measure taken while the CPUs were busy (``cpus_busy``) reads low: it is kept marked
+    so, used while they stay busy, and measured again by the first plan on a quiet machine. Delete the file to
+    measure again."""
     import os
     from importlib import metadata
 
@@ -56,12 +58,28 @@ def device_flops(device: str = "cpu", keep: bool = True) -> float:
     key = (f"{device_name(device)} | {cpus} cpus | OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} | "
            f"torch {torch_version}")
     kept = read_cached_json(FLOPS_CACHE)
-    if isinstance(kept.get(key), (int, float)):
-        return float(kept[key])
+    entry = kept.get(key)
+    busy = device == "cpu" and cpus_busy(cpus or 1)
+    if isinstance(entry, (int, float)):  # kept before the busy mark existed: unknown, so as if busy
+        entry = {"flops": entry, "busy": True}
+    if (isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float))
+            and (not entry.get("busy") or busy)):
+        return float(entry["flops"])
     flops = _measure_flops(device)
     if keep:
-        write_cached_json(FLOPS_CACHE, {**kept, key: flops})
+        write_cached_json(FLOPS_CACHE, {**kept, key: {"flops": flops, "busy": busy}})
     return flops
+
+
+def cpus_busy(cpus: int) -> bool:
+    """Whether other work holds the CPUs now: a 1-minute load average of at least half of ``cpus`` (a matmul
+    probe then measures a share of the machine, not the machine)."""
+    import os
+
+    try:
+        return os.getloadavg()[0] >= cpus / 2
+    except OSError:  # no load average on this platform
+        return False
 
 
 def _measure_flops(device: str) -> float:
