@@ -40,6 +40,8 @@ def test_bench_saves_csv_json_and_markdown_with_spread_speedup_and_load(tmp_path
     assert "run_suite.py" in meta["command"]
     markdown = (out / "bench.md").read_text()
     assert "no slower than softmax from L" in markdown and "(min-max)" in markdown
+    # the fused CPU kernel's one-time build (or why it did not run) is reported apart from the timings
+    assert "EA's fused CPU kernel" in meta["ea_cpu_kernel"] and meta["ea_cpu_kernel"] in markdown
 
 
 @pytest.mark.parametrize("extra,message", [

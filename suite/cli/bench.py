@@ -255,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
     notes = [f"cells: median ms over {args.repeats} calls (min-max); × {baseline}: its time / this time at the same "
              "L (above 1: faster than the baseline); peak MB: peak memory of one call above what was in use before it",
              f"machine load (1-min average) before / after: {load_before} / {load_after}"]
+    fused = sys.modules.get("suite.attention.ea.fused")
+    kernel_note = fused.build_report() if fused is not None else None
+    if kernel_note:
+        notes.append(kernel_note)
     if any(p.get("spread_warning") for p in points):
         notes.append(f"! the slowest call took more than {args.max_spread:g}× the fastest: the machine was busy "
                      "during these points; rerun them on a quiet machine")
@@ -273,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         frame.to_csv(args.csv, index=False)
     meta = {"command": shlex.join(["run_suite.py", *sys.argv[1:]]) if sys.argv else "", "started_at": started,
             "shape": shape, "baseline": baseline, "machine": _machine(device), "load_before": load_before,
-            "load_after": load_after, "points": points}
+            "load_after": load_after, "ea_cpu_kernel": kernel_note, "points": points}
     (out / "bench.json").write_text(json.dumps(meta, indent=1, default=str))
     markdown = [f"# bench · {shape}", "", f"`{meta['command']}`", "", markdown_table(point_table), ""]
     markdown += [f"- {note}" for note in notes]

@@ -542,6 +542,19 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
+def build_report() -> str | None:
+    """One line on this process's fused CPU kernel for a benchmark's notes (None when no EA ran on a CPU here):
+    built or loaded from the cache, in how long (paid once per process, never inside a timed call), or why
+    the op-by-op path ran instead."""
+    if not _tried:
+        return None
+    if _lib is None:
+        return f"EA's fused CPU kernel did not run: {_reason} (backend_used={UNFUSED!r})"
+    how = "compiled" if BUILD_INFO.get("compiled") else "loaded from its cache"
+    return (f"EA's fused CPU kernel ({BUILD_INFO.get('threads')}): {how} in {BUILD_INFO.get('seconds', 0.0):.3g} s "
+            "by this process before the first call, outside every timing")
+
+
 def usable(x: torch.Tensor | torch.device | str) -> bool:
     """Whether the torch backend runs the fused kernel for tensors like ``x`` (or on device ``x``): on a CPU, when
     the kernel is available."""
