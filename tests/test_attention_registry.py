@@ -135,6 +135,25 @@ def test_timm_arguments_an_attention_cannot_honour_are_refused_by_name():
         _timm_layer("ea", gated=True)
 
 
+def test_a_non_default_norm_layer_is_refused_by_name():
+    with pytest.raises(ValueError, match="norm_layer=BatchNorm1d is not supported: 'ea' normalises q and k"):
+        _timm_layer("ea", qk_norm=True, norm_layer=torch.nn.BatchNorm1d)
+    with pytest.raises(ValueError, match="norm_layer=GroupNorm"):
+        _timm_layer("ea_exact", qk_norm=True, norm_layer=functools.partial(torch.nn.GroupNorm, 1))
+
+
+def test_the_default_norm_layer_stands_in_for_the_attention_qk_norm():
+    from timm.layers import LayerNorm
+
+    for norm_layer in (None, LayerNorm, torch.nn.LayerNorm, functools.partial(torch.nn.LayerNorm, eps=1e-6),
+                       torch.nn.RMSNorm):
+        assert isinstance(_timm_layer("ea", qk_norm=True, norm_layer=norm_layer).inner.q_norm, torch.nn.RMSNorm)
+    # without a q/k norm timm builds nothing from norm_layer either, so any one is unused
+    assert isinstance(_timm_layer("ea", qk_norm=False, norm_layer=torch.nn.BatchNorm1d).inner.q_norm,
+                      torch.nn.Identity)
+    _timm_layer("linear", norm_layer=torch.nn.BatchNorm1d)
+
+
 def test_timm_args_say_what_the_spec_builds_by_itself():
     assert timm_attn_layer("ea").timm_args == {"qkv_bias": True, "qk_norm": True, "proj_bias": True}
     assert timm_attn_layer("linear").timm_args == {"qkv_bias": False, "qk_norm": False, "proj_bias": True}

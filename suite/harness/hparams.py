@@ -7,7 +7,8 @@ fills in the declared defaults (the record's ``config.hparams`` is then complete
 (``suite.harness.train``); training builders declare them too.
 
 One word per thing across families: ``heads``, ``dim``, ``batch_size``, ``pool`` (cls | mean). ``RENAMED``
-maps the old names to them, so an old task file gets a message saying the new name.
+maps the old names to them and ``RENAMED_VALUES`` the old values (``pool: token | avg``), so an old task file (or
+``--set``) gets a message saying the new name or value.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Any, Iterable, Mapping
 
 #: old hyperparameter name -> the name it has now (the message for an old task file)
 RENAMED = {"num_heads": "heads", "embed_dim": "dim", "pooling": "pool", "batch": "batch_size"}
+#: hyperparameter -> {old value: the value it has now} (the ViT's timm words for pooling)
+RENAMED_VALUES = {"pool": {"token": "cls", "avg": "mean"}}
 
 _KINDS = ("int", "float", "bool", "str", "ints", "floats", "strs", "mapping", "any")
 
@@ -108,7 +111,12 @@ class HParam:
             ok = True
         else:
             ok = self._item_ok(value, self.kind)
-        return None if ok else self.expected()
+        return None if ok else self.expected() + self._renamed_value_hint(value)
+
+    def _renamed_value_hint(self, value: Any) -> str:
+        """`` ('token' was renamed 'cls')`` for an old value (``RENAMED_VALUES``) whose new one is valid, else ''."""
+        new = RENAMED_VALUES.get(self.name, {}).get(value) if isinstance(value, str) else None
+        return f" ({value!r} was renamed {new!r})" if new is not None and self.problem(new) is None else ""
 
 
 def by_name(params: Iterable[HParam]) -> dict[str, HParam]:

@@ -41,7 +41,7 @@ import yaml
 
 from suite.errors import UsageError
 from suite.harness.builders import Builder, get_builder, load_plugins
-from suite.harness.hparams import check_hparams, resolve, unknown_key_message
+from suite.harness.hparams import resolve, unknown_key_message
 
 TASKS_ROOT = Path(str(importlib.resources.files("suite.tasks")))  # the YAML files ship inside the package
 TASKS_ENV = "EA_SUITE_TASKS"
@@ -163,9 +163,9 @@ def _check_hparams(path: Path, where: str, params: Any, builder: Builder | None)
             if key not in builder.hparams:
                 raise TaskFileError(f"{path}: field '{where}.{key}': "
                                     f"{unknown_key_message(key, builder.hparams, f'builder {builder.name!r}')}")
-            problems = check_hparams({key: value}, builder.hparams, builder.name)
-            if problems:
-                raise _fail(path, f"{where}.{key}", builder.hparams[key].expected(), value)
+            problem = builder.hparams[key].problem(value)  # what was expected (and an old value's new name)
+            if problem is not None:
+                raise _fail(path, f"{where}.{key}", problem, value)
     return params
 
 

