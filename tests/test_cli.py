@@ -1,4 +1,5 @@
 """The command line: every misuse exits 2 with one line, --help is complete, list/run/compare/report/data work."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -92,14 +93,27 @@ def test_every_misuse_exits_2_with_a_one_line_message(workdir, capsys, argv, mes
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", [["compare"], ["compare", "--format", "csv"]])
-def test_readers_skip_unusable_record_lines_with_one_warning_each_and_go_on(workdir, capsys, command):
-    assert main([*command, "bad.jsonl"]) == 0
+READERS = {  # command reading bad.jsonl (or a run whose records.jsonl is it) -> (file it names, what it prints)
+    "compare": (["compare", "bad.jsonl"], "bad.jsonl", "tiny"),
+    "compare csv": (["compare", "--format", "csv", "bad.jsonl"], "bad.jsonl", "tiny"),
+    "report": (["report", "badrun"], "badrun/records.jsonl", "wrote badrun/report.md"),
+    "run --resume": (["run", "kernels-op", "--attn", "softmax", "--seq-len", "16", "--out", "badrun", "--resume"],
+                     "badrun/records.jsonl", "kernels-op"),
+}
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_readers_skip_unusable_record_lines_with_one_warning_each_and_go_on(workdir, capsys, reader):
+    command, named, printed = READERS[reader]
+    (workdir / "badrun").mkdir()
+    (workdir / "badrun" / "records.jsonl").write_bytes((workdir / "bad.jsonl").read_bytes())
+    assert main(command) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 3 and "bad.jsonl:1: not a complete result record" in warnings[0]
-    assert "bad.jsonl:2: not a JSON record" in warnings[1] and "bad.jsonl:4: not UTF-8" in warnings[2]
-    assert "tiny" in captured.out and "Traceback" not in captured.err
+    assert len(warnings) == 3, captured.err
+    assert f"{named}:1: not a complete result record" in warnings[0]
+    assert f"{named}:2: not a JSON record" in warnings[1] and f"{named}:4: not UTF-8" in warnings[2]
+    assert printed in captured.out and "Traceback" not in captured.err
 
 
 TINY_TASK_LINES = {
@@ -144,6 +158,18 @@ def test_a_multi_option_attention_spec_is_one_attention(workdir, capsys):
     assert main(["run", "kernels-op", "--attn", "ea:order=2,qk_norm=false", "--seq-len", "16", "--out", "multi"]) == 0
     (record,) = read_records(workdir / "multi")
     assert record["attention"] == "ea:order=2,qk_norm=False"
+
+
+@pytest.mark.parametrize("attn,planned", [
+    ("ea:order=2,qk_norm=false", ["ea:order=2,qk_norm=False"]),
+    ("ea:order=2,qk_norm=false;softmax", ["ea:order=2,qk_norm=False", "softmax"]),
+    ("ea:order=2,qk_norm=false,softmax", ["ea:order=2,qk_norm=False", "softmax"]),
+])
+def test_a_multi_option_attention_spec_is_one_attention_in_a_suite_too(workdir, capsys, attn, planned):
+    assert main(["suite", "--tasks", "tiny-nodata", "--attn", attn, "--plan", "--format", "json", "--device",
+                 "cpu"]) == 0
+    jobs = json.loads(capsys.readouterr().out)["jobs"]
+    assert [job["attention"] for job in jobs] == planned
 
 
 def test_a_broken_task_file_is_a_usage_error_naming_file_and_field(workdir, capsys):

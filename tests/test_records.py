@@ -82,6 +82,19 @@ def test_an_unusable_line_is_skipped_with_one_warning_naming_file_and_line(tmp_p
     assert err.count("\n") == 1 and f"{path}:2: {why}" in err and "line skipped" in err
 
 
+def test_an_unusable_line_read_again_after_an_append_is_warned_about_once(tmp_path, capsys):
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"key": \n')
+    assert read_records(path) == []  # a resumed run reads its records before its jobs ...
+    append_record(path, record("a"))
+    assert [r["key"] for r in read_records(path)] == ["a"]  # ... and again after appending to them
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}:1: not a JSON record" in err
+    path.write_text('{"key": 1}\n')  # the line changed: a new warning
+    assert read_records(path) == []
+    assert f"{path}:1: not a complete result record" in capsys.readouterr().err
+
+
 def test_a_line_that_is_not_utf8_is_skipped_naming_the_file(tmp_path, capsys):
     path = tmp_path / "records.jsonl"
     append_record(path, record("a"))

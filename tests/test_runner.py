@@ -1,4 +1,5 @@
 """The suite runner: outcome classification, isolation of failures, resume after a kill, Ctrl-C."""
+import errno
 import json
 import os
 import shutil
@@ -301,20 +302,65 @@ def test_a_full_disk_loses_no_finished_record_tears_none_and_resume_completes(tm
     assert len(keys) == len(set(keys)) == 6  # nothing lost, nothing twice
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_an_artifact_a_full_or_read_only_disk_refuses_is_a_warning_on_the_job_s_record(tmp_path, monkeypatch, code):
+    artifacts = tmp_path / "artifacts"
+    real_mkdir = os.mkdir
+
+    def refusing_mkdir(path, *args, **kwargs):
+        if Path(path).is_relative_to(artifacts):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", refusing_mkdir)
+    outcome = run_job(spec_with(hparams={"artifact_kb": 1}), "cpu", artifacts_dir=artifacts / "job")
+    assert outcome["status"] == "ok" and outcome["metrics"]["accuracy"] is not None
+    assert outcome["env"]["warnings"] == [f"blob not saved: {os.strerror(code)} (OSError)"]
+    assert not artifacts.exists()
+
+
+def test_records_a_read_only_disk_refuses_stop_the_run_in_one_line_with_exit_1(tmp_path, capsys, monkeypatch):
+    from suite.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    real_open = os.open
+
+    def read_only_records(path, flags, *args, **kwargs):  # as after a remount read-only once the run started
+        if Path(path).name == "records.jsonl" and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_records)
+    assert main(["run", "kernels-op", "--attn", "softmax;ea", "--seq-len", "16", "--out", "ro"]) == 1
+    captured = capsys.readouterr()
+    (stop,) = [line for line in captured.out.splitlines() if "Read-only file system" in line]
+    assert stop.startswith("stopped: cannot write a record to ro/records.jsonl: Read-only file system; 2 jobs not "
+                           "run;") and "make room" not in stop, stop
+    assert "Traceback" not in captured.err and "Read-only" not in captured.err
+    assert not (tmp_path / "ro" / "records.jsonl").exists() or not (tmp_path / "ro" / "records.jsonl").read_bytes()
+
+
 @pytest.mark.parametrize("out,message", [
     ("", "expected a directory, got an empty string"),
     ("afile/run", "cannot create or write there"),
     ("/proc/ea-suite-run", "cannot create or write there"),
     ("x" * 300, "cannot create or write there (File name too long)"),
+    ("held", "already holds 1 records; pass --resume"),
 ])
 def test_an_unusable_out_exits_2_in_one_line_before_any_job(tmp_path, capsys, monkeypatch, out, message):
     from suite.cli import main
+    from suite.harness.records import append_record, make_record
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("a regular file")
+    append_record(tmp_path / "held", make_record(
+        key="k", task="kernels-op", family="kernels", attention="softmax", profile="smoke", seed=0, seq_len=16,
+        status="ok", error=None, metrics={}, config={"metric": "fwd_ms", "direction": "min"},
+        data={"source": "x"}, env={}, started_at="t", wall_s=1.0))
     assert main(["run", "kernels-op", "--attn", "softmax", "--seq-len", "16", "--out", out]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and message in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""  # not even the "N jobs on ...; records in OUT" banner
 
 
 def test_a_disk_without_room_is_refused_before_any_job(tmp_path, tiny_plugins):

@@ -232,15 +232,16 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
         device = _resolve_device(args.device)
         slots = _slots(args, device)
         where = ", ".join(dict.fromkeys(slot.label for slot in slots))
-        console.print(f"{len(jobs)} jobs on {where} ({len(slots)} at a time), profile {args.profile}; "
-                      f"records in {out}/records.jsonl")
+        # printed by run_jobs once --out is checked, so that a refused --out prints its one line and nothing else
+        banner = (f"{len(jobs)} jobs on {where} ({len(slots)} at a time), profile {args.profile}; "
+                  f"records in {out}/records.jsonl")
         if len(slots) > 1:
             from suite.harness.plan import longest_first
 
             jobs = longest_first(jobs, out, device, [Path(h) for h in args.history])
         summary = run_jobs(jobs, out, device=device, data_root=args.data_root, job_timeout=args.job_timeout,
                            resume=args.resume, stop_on_skip=stop_on_skip, download=args.download, console=console,
-                           tensorboard=args.tensorboard, slots=slots)
+                           tensorboard=args.tensorboard, slots=slots, banner=banner)
     print_summary(summary, console)
     if summary.interrupted:
         return 128 + int(summary.signal)  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP

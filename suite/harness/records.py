@@ -150,10 +150,10 @@ def append_record(path: Path | str, record: dict[str, Any]) -> None:
 _WARNED: set[tuple[Any, ...]] = set()
 
 
-def _skip(path: Path, number: int, why: str, version: tuple[int, int]) -> None:
-    """One warning line per unusable line, naming file:line (not repeated when the same file, unchanged, is read
-    again by the same process, as a resumed run does)."""
-    key = (str(path.resolve()), *version, number)
+def _skip(path: Path, number: int, why: str, raw: bytes) -> None:
+    """One warning line per unusable line, naming file:line (not repeated when the same process reads the same
+    line, unchanged, again: a resumed run reads its records before its jobs and again after appending to them)."""
+    key = (str(path.resolve()), number, hashlib.sha1(raw).digest())
     if key not in _WARNED:
         _WARNED.add(key)
         print(f"warning: {path}:{number}: {why}; line skipped", file=sys.stderr)
@@ -182,10 +182,8 @@ def read_records_file(path: Path) -> list[dict[str, Any]]:
     """Records of one file; a torn last line is skipped quietly, any other unusable line with a warning."""
     try:
         data = path.read_bytes()
-        stat = path.stat()
     except OSError as err:
         raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
-    version = (stat.st_mtime_ns, stat.st_size)
     lines = data.split(b"\n")
     records = []
     for number, raw in enumerate(lines, start=1):
@@ -195,15 +193,15 @@ def read_records_file(path: Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            _skip(path, number, "not UTF-8", version)
+            _skip(path, number, "not UTF-8", raw)
             continue
         except ValueError as err:
             if not torn_candidate:
-                _skip(path, number, f"not a JSON record ({err.msg})", version)
+                _skip(path, number, f"not a JSON record ({err.msg})", raw)
             continue
         why = _unusable(record)
         if why is not None:
-            _skip(path, number, why, version)
+            _skip(path, number, why, raw)
             continue
         records.append(record)
     return records

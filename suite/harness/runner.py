@@ -219,9 +219,12 @@ class _Running:
 def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: str | None = None,
              job_timeout: float | None = None, resume: bool = False, stop_on_skip: bool = False,
              download: bool = False, console: Console | None = None, min_free_bytes: int = MIN_FREE_BYTES,
-             tensorboard: Path | None = None, slots: list[Slot] | None = None) -> RunSummary:
+             tensorboard: Path | None = None, slots: list[Slot] | None = None, banner: str | None = None) -> RunSummary:
     """Run ``jobs`` on a pool of ``slots`` (default: one on ``device``), one child process per job, appending a
     record per finished job to ``OUT/records.jsonl`` (module docstring).
+
+    ``banner`` (what is about to run, and where) is printed once OUT has been checked (usable, not held by
+    another run, no records unless ``resume``), so that a refused OUT prints its one-line error and nothing else.
 
     ``device`` must be resolved (``cpu``, ``cuda``, ``cuda:N``). ``stop_on_skip`` starts no new job after the
     first ``skipped`` one (``run`` uses it: missing data is then a usage error). ``download`` allows jobs to
@@ -235,6 +238,8 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
     ensure_out_dir(out, min_free_bytes)
     with _owning(out, console):
         done, recorded_before = done_keys(out, resume)
+        if banner:
+            console.print(banner, markup=False, highlight=False)
         todo = [job for job in jobs if job.key not in done]
         summary = RunSummary(out=out, reused=len(jobs) - len(todo))
         if summary.reused:
@@ -251,8 +256,8 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
         console.print(f"interrupted by {signal.Signals(summary.signal).name}: {summary.not_run} jobs not run; "
                       f"continue with --resume --out {out}")
     if summary.stopped:
-        console.print(f"stopped: {summary.stopped}; {summary.not_run} jobs not run; make room, then continue with "
-                      f"--resume --out {out}")
+        console.print(f"stopped: {summary.stopped}; {summary.not_run} jobs not run; free space or make it writable, "
+                      f"then continue with --resume --out {out}")
     return summary
 
 
@@ -308,7 +313,7 @@ def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSum
             summary.interrupted = True
             summary.signal = getattr(stop, "signum", signal.SIGINT)
         except RecordsWriteError as err:
-            summary.stopped = str(err)
+            summary.stopped = err.strerror or str(err)
         finally:
             for item in running:
                 item.proc.stop()
@@ -345,7 +350,7 @@ def run_on_slurm(jobs: list[JobSpec], out: Path, options: Any, *, data_root: str
                     summary.interrupted = True
                     summary.signal = getattr(stop, "signum", signal.SIGINT)
                 except RecordsWriteError as err:
-                    summary.stopped = str(err)
+                    summary.stopped = err.strerror or str(err)
     return _summarize(summary, jobs, out, recorded_before, console, waiting=not wait or summary.interrupted)
 
 
@@ -391,8 +396,8 @@ def _summarize(summary: RunSummary, jobs: list[JobSpec], out: Path, recorded_bef
         console.print(f"{running} jobs still queued or running in Slurm; gather them later with "
                       f"`run_suite.py suite --collect --out {out}`", markup=False, highlight=False)
     if summary.stopped:
-        console.print(f"stopped: {summary.stopped}; make room, then `run_suite.py suite --collect --out {out}`",
-                      markup=False, highlight=False)
+        console.print(f"stopped: {summary.stopped}; free space or make it writable, then `run_suite.py suite "
+                      f"--collect --out {out}`", markup=False, highlight=False)
     return summary
 
 
