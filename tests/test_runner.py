@@ -70,6 +70,13 @@ def test_job_outcome_is_classified_by_what_went_wrong(inject, status, error):
         assert "Traceback" in outcome["traceback"]
 
 
+def test_a_record_says_how_busy_the_machine_was_as_its_job_began_and_ended():
+    outcome = run_job(spec_with(), "cpu")
+    assert outcome["status"] == "ok"
+    for key in ("load_before", "load_after"):  # a job's times mean little without them on a shared machine
+        assert isinstance(outcome["env"][key], float) and outcome["env"][key] >= 0
+
+
 def test_job_without_its_main_metric_is_an_error():
     outcome = run_job(spec_with(metric="bpb"), "cpu")
     assert outcome["status"] == "error"

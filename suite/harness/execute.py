@@ -154,11 +154,13 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
     ``data_root``, ``download`` and ``artifacts_dir`` reach the builder as ``BuildContext`` fields;
     ``tensorboard`` (a folder) receives the job's curve live.
     """
+    from suite.harness.measure import machine_load
     from suite.harness.train import DivergedError, attention_backends, train_and_evaluate
 
     outcome: dict[str, Any] = {"status": "error", "error": None, "traceback": None, "metrics": {},
                                "data": {"source": spec.config["data"]["source"], "substitute": None}, "env": {}}
     job = None
+    load_before = machine_load()
     try:
         outcome["env"] = device_env(device)
         seed_everything(spec.seed)
@@ -184,6 +186,8 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
     except Exception as err:  # noqa: BLE001 - any failure of one job is recorded, the suite goes on
         status = "oom" if is_out_of_memory(err) else "error"
         outcome.update(status=status, error=one_line(err), traceback=traceback.format_exc())
+    # beside its timings, how busy the machine was (the 1-minute load average as the job began and ended)
+    outcome["env"].update(load_before=load_before, load_after=machine_load())
     if job is not None:
         outcome["curve"] = job.curve
         if job.warnings:

@@ -9,7 +9,8 @@ Every record has exactly these fields (DESIGN.md §4):
   infer_samples_per_s, infer_tokens_per_s, peak_mem_bytes, params, fwd_ms, fwdbwd_ms, decode_ms_per_token, ...);
   a NaN or infinite value is stored as null;
 - reproduction: ``config`` (resolved), ``data`` ({source, substitute, ...}), ``env`` (device, versions, git sha
-  and dirty flag, hostname, backend actually used per attention, how memory was measured), ``started_at``
+  and dirty flag, hostname, backend actually used per attention, how memory was measured, the 1-minute load
+  average as the job began and ended: ``load_before``, ``load_after``), ``started_at``
   (ISO 8601, UTC) and ``wall_s``.
 
 A run directory holds ``records.jsonl``. The file is an append-only log: a job re-run after a failure (on
