@@ -73,13 +73,11 @@ def device_flops(device: str = "cpu", keep: bool = True) -> float:
 
 def cpus_busy(cpus: int) -> bool:
     """Whether other work holds the CPUs now: a 1-minute load average of at least half of ``cpus`` (a matmul
-    probe then measures a share of the machine, not the machine)."""
-    import os
+    probe then measures a share of the machine, not the machine); False where the OS has no load average."""
+    from suite.harness.measure import machine_load
 
-    try:
-        return os.getloadavg()[0] >= cpus / 2
-    except OSError:  # no load average on this platform
-        return False
+    load = machine_load()
+    return load is not None and load >= cpus / 2
 
 
 def _measure_flops(device: str) -> float:
