@@ -126,10 +126,18 @@ def test_resume_skips_ok_jobs_and_reruns_failed_ones(tmp_path, tiny_plugins):
     assert len(read_records(tmp_path / "out")) == 3  # the failed attempt stays in the log, superseded
 
 
+def _as_a_foreground_process() -> None:
+    # a shell starts a background job (`bash .ci/run &`) with SIGINT ignored, and a Python started so installs no
+    # KeyboardInterrupt handler: Ctrl-C then rightly does nothing. The suite under test is run as a terminal's
+    # foreground command, whatever started pytest.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_suite(tmp_path, out, *extra):
     return subprocess.Popen([sys.executable, str(RUN_SUITE), "suite", "--tasks", "slow", "--seq-len", "8,9,10,11",
                              "--out", str(out), *extra], env=plugin_env(tmp_path / "tasks"), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_as_a_foreground_process)
 
 
 def wait_for_records(out, count, proc, limit=120):
