@@ -165,6 +165,18 @@ def test_numbers_carry_their_units_and_sensible_digits():
     assert [format_pct(p) for p in (6.2274, -114.3, 0.0333, math.nan)] == ["+6.2%", "-114%", "+0.033%", "-"]
 
 
+def test_a_metric_measured_at_a_length_or_on_a_split_keeps_its_unit_and_direction():
+    from suite.harness.compare import metric_direction
+
+    assert format_value("state_bytes_L32768", 67108864.0) == "67.1 MB"
+    assert format_value("prefill_ms_L8192", 41.234) == "41.2 ms"
+    assert metric_direction("state_bytes_L32768") == metric_direction("decode_ms_per_token_L1024") == "min"
+    assert metric_direction("test_bpb") == metric_direction("val_loss") == "min"
+    assert metric_direction("lm_eval.suite_heldout_ppl.bits_per_byte") == "min"
+    assert metric_direction("lm_eval.suite_heldout_cloze.acc") == "max"
+    assert metric_direction("eval_tokens") is None and metric_direction("seq_L") is None
+
+
 def test_another_metric_is_tabulated_in_its_unit(runs):
     stats = metric_stats(load_runs([runs[0]]), "peak_mem_bytes")
     assert set(stats.loc[stats["n"] > 0, "task"]) == {"cls", "kern"}

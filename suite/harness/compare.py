@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -235,14 +236,31 @@ def check_baseline(frame: pd.DataFrame, baseline: str) -> None:
     raise ValueError(f"--baseline {baseline}: {what}; attentions present: {', '.join(present) or 'none'}")
 
 
+_AT_LENGTH = re.compile(r"_L\d+$")  # decode_ms_per_token_L8192, state_bytes_L32768: measured after a context of L
+_HIGHER_IS_BETTER = ("accuracy", "accuracy_top5", "f1", "acc", "acc_norm", "exact_match")
+_LOWER_IS_BETTER = ("loss", "train_loss", "bpb", "ppl", "perplexity", "check_error", "bits_per_byte",
+                    "byte_perplexity", "word_perplexity")
+
+
+def base_metric(metric: str) -> str:
+    """The kind of quantity a metric name holds, without what it was measured on: ``state_bytes_L32768`` ->
+    ``state_bytes``, ``test_bpb`` -> ``bpb``, ``lm_eval.suite_heldout_ppl.bits_per_byte`` -> ``bits_per_byte``."""
+    name = _AT_LENGTH.sub("", metric.rsplit(".", 1)[-1])
+    for split in ("test_", "val_"):
+        if name.startswith(split):
+            return name[len(split):]
+    return name
+
+
 def metric_direction(metric: str, main_metric: str | None = None, main_direction: str | None = None) -> str | None:
-    """``max`` / ``min`` / None: the task's own direction for its main metric, else by the metric's name."""
+    """``max`` / ``min`` / None: the task's own direction for its main metric, else by the metric's name
+    (its ``base_metric``)."""
     if metric == main_metric:
         return main_direction
-    if metric.endswith("_per_s") or metric in ("accuracy", "accuracy_top5", "f1"):
+    metric = base_metric(metric)
+    if metric.endswith("_per_s") or metric in _HIGHER_IS_BETTER:
         return "max"
-    if (metric.endswith(("_ms", "_bytes", "_s")) or "_ms_" in metric
-            or metric in ("loss", "train_loss", "bpb", "ppl", "perplexity", "check_error")):
+    if metric.endswith(("_ms", "_bytes", "_s")) or "_ms_" in metric or metric in _LOWER_IS_BETTER:
         return "min"
     return None
 
@@ -327,6 +345,7 @@ _BYTE_SCALES = ((1e9, " GB"), (1e6, " MB"), (1e3, " kB"), (1.0, " B"))
 def _unit(metric: str, magnitude: float) -> tuple[float, str, str, int]:
     """(divisor, suffix of each number, unit after the last number, significant digits without an interval)."""
     magnitude = abs(magnitude) if math.isfinite(magnitude) else 0.0
+    metric = base_metric(metric)
     if metric.endswith("_per_s"):
         unit = " tok/s" if "tokens" in metric else " samples/s" if "samples" in metric else "/s"
         div, suffix = next(((d, s) for d, s in _RATE_SCALES if magnitude >= d), _RATE_SCALES[-1])
