@@ -173,6 +173,17 @@ def test_suite_resumes_after_being_killed_without_losing_or_duplicating_records(
     assert "already ok" in resumed.stdout
 
 
+def test_a_job_that_held_a_semaphore_exits_cleanly_and_leaves_no_leak_warning(tmp_path):
+    # a job process killed the moment it reports skips its exit clean-up; the resource tracker it shares with
+    # the suite then prints "There appear to be N leaked semaphore objects" as the suite exits
+    write_tiny_task(tmp_path / "tasks", name="held", smoke='{steps: 1, inject: {"8": semaphore}}')
+    done = subprocess.run([sys.executable, str(RUN_SUITE), "run", "held", "--seq-len", "8,9", "--out",
+                           str(tmp_path / "run")], env=plugin_env(tmp_path / "tasks"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "leaked" not in done.stdout + done.stderr and "2 ok" in done.stdout
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["ctrl-c", "sigterm", "sighup"])
 def test_a_stop_signal_ends_the_suite_after_recording_the_jobs_that_finished(tmp_path, sig, code):

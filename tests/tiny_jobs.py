@@ -5,6 +5,8 @@ model around a registry attention. Hyperparameters steer it: ``sleep`` (seconds 
 ``inject`` ({"<seq_len>": what}) makes the job at that L fail: ``missing`` (DataMissingError), ``error``,
 ``oom`` (torch.OutOfMemoryError), ``cpu-oom`` (a real CPU allocation failure: torch asked for 2^60 bytes),
 ``diverge`` (NaN loss), ``hang`` (sleeps an hour), ``crash`` (the process kills itself with SIGKILL),
+``semaphore`` (makes a multiprocessing lock that lives until exit, as tqdm does inside lm-eval, and takes a
+second to exit),
 ``once:<path>`` (an error the first time, when <path> does not exist yet), ``hang-once:<path>`` (hangs the
 first time), ``fill:<path>`` (writes <path> until
 the disk is full, when it does not exist yet). ``artifact_kb`` writes a file of
@@ -28,6 +30,7 @@ from suite.harness.builders import BuildContext, Job, register_builder
 from suite.harness.hparams import TRAINING, HParam
 
 TESTS_DIR = Path(__file__).resolve().parent
+_HELD: list = []  # what a job keeps until its process exits
 
 
 class TinyModel(nn.Module):
@@ -92,6 +95,13 @@ def build_tiny(ctx: BuildContext) -> Job:
     if isinstance(inject, str) and inject.startswith("hang-once:") and not Path(inject[10:]).exists():
         Path(inject[10:]).write_text("hung once")
         time.sleep(3600)
+    if inject == "semaphore":
+        import multiprocessing
+
+        from multiprocessing import util
+
+        _HELD.append(multiprocessing.get_context().RLock())
+        util.Finalize(None, time.sleep, (1.0,), exitpriority=100)  # exit clean-up that takes a moment, run first
     if inject == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
     if isinstance(inject, str) and inject.startswith("once:") and not Path(inject[5:]).exists():

@@ -62,6 +62,7 @@ def _child_main(conn, payload: dict[str, Any]) -> None:
 
 
 _CONTEXT: Any = None
+EXIT_GRACE_S = 10.0  # how long a job process that has reported may take to exit before it is terminated
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
@@ -173,6 +174,7 @@ class JobProcess:
         self.proc = ctx.Process(target=_child_main, args=(self._writer, payload), name=f"job-{payload['spec'].key}")
         self.deadline: float | None = None
         self.ooms_before: int | None = None
+        self.reported = False  # the child sent its outcome (and is exiting by itself)
 
     def start(self) -> None:
         """Start the job's process. A stop signal (Ctrl-C, SIGTERM, SIGHUP) that comes while the forkserver is being
@@ -188,7 +190,9 @@ class JobProcess:
         """The outcome once the job has ended (reported, timed out, or died), else None; never blocks long."""
         if self.reader.poll(0):
             try:
-                return self.reader.recv()
+                outcome = self.reader.recv()
+                self.reported = True
+                return outcome
             except EOFError:
                 self.proc.join(5)
                 return died(self.proc.exitcode, self.ooms_before)
@@ -199,8 +203,13 @@ class JobProcess:
         return None
 
     def stop(self) -> None:
-        """End the process (if still running) and free its pipe."""
+        """End the process (if still running) and free its pipe. A job that has sent its outcome gets up to
+        ``EXIT_GRACE_S`` to exit by itself first: killed at once, it would skip its exit clean-up (a semaphore it
+        made, such as tqdm's lock inside lm-eval, would stay registered with the resource tracker it shares with
+        the suite, which then warns of leaked semaphores as the suite exits)."""
         if self.proc.pid is not None:  # started (a Ctrl-C may come before)
+            if self.reported and self.proc.is_alive():
+                self.proc.join(EXIT_GRACE_S)
             if self.proc.is_alive():
                 self.proc.terminate()
                 self.proc.join(5)
