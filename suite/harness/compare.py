@@ -381,7 +381,7 @@ def format_value(metric: str, value: float, half: float = math.nan, signed: bool
         return "-"
     magnitude = abs(value) if value or not math.isfinite(half) else half
     div, suffix, unit_text, digits = _unit(metric, magnitude)
-    if not unit and metric.endswith("_per_s"):
+    if not unit and base_metric(metric).endswith("_per_s"):
         unit_text = ""
     sign = "+" if signed else ""
     v = value / div

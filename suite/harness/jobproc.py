@@ -202,13 +202,14 @@ class JobProcess:
             return died(self.proc.exitcode, self.ooms_before)
         return None
 
-    def stop(self) -> None:
-        """End the process (if still running) and free its pipe. A job that has sent its outcome gets up to
-        ``EXIT_GRACE_S`` to exit by itself first: killed at once, it would skip its exit clean-up (a semaphore it
-        made, such as tqdm's lock inside lm-eval, would stay registered with the resource tracker it shares with
-        the suite, which then warns of leaked semaphores as the suite exits)."""
+    def stop(self, grace: bool = False) -> None:
+        """End the process (if still running) and free its pipe. With ``grace``, a job that has sent its outcome
+        gets up to ``EXIT_GRACE_S`` to exit by itself first: killed at once, it would skip its exit clean-up (a
+        semaphore it made, such as tqdm's lock inside lm-eval, would stay registered with the resource tracker it
+        shares with the suite, which then warns of leaked semaphores as the suite exits). Without (a stop
+        signal, a timeout), it is ended at once."""
         if self.proc.pid is not None:  # started (a Ctrl-C may come before)
-            if self.reported and self.proc.is_alive():
+            if grace and self.reported and self.proc.is_alive():
                 self.proc.join(EXIT_GRACE_S)
             if self.proc.is_alive():
                 self.proc.terminate()

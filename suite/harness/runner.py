@@ -295,12 +295,12 @@ def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSum
                     outcome = item.proc.poll()
                     if outcome is None:
                         continue
-                    item.proc.stop()
-                    running.remove(item)
-                    free.append(item.slot)
                     record = _record(item.spec, outcome, env, item.started_at, time.monotonic() - item.start)
                     append_record(out, record)
                     save_curve(out, item.spec.slug, record, outcome.get("curve"))
+                    item.proc.stop(grace=True)  # recorded first: a Ctrl-C while it exits loses nothing
+                    running.remove(item)
+                    free.append(item.slot)
                     log = out / "logs" / f"{item.spec.slug}.log"
                     if log.exists() and log.stat().st_size == 0:
                         log.unlink()
