@@ -12,3 +12,4 @@ for task in ${T//,/ }; do
 done
 python run_suite.py compare "$OUT" --format markdown > "$OUT/compare.md"
 python run_suite.py report "$OUT"
+python run_suite.py compare "$OUT" --reference lra --format markdown > "$OUT/compare_published.md"
