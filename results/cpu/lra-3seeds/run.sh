@@ -11,5 +11,5 @@ for task in ${T//,/ }; do
   python run_suite.py probe "$task" --profile cpu --out "$OUT" --resume
 done
 python run_suite.py compare "$OUT" --format markdown > "$OUT/compare.md"
-python run_suite.py report "$OUT"
 python run_suite.py compare "$OUT" --reference lra --format markdown > "$OUT/compare_published.md"
+python run_suite.py report "$OUT"
