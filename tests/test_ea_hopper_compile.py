@@ -14,12 +14,15 @@ import pytest
 
 from suite.attention.ea.hopper_compile import (DTYPES, LAUNCH_DIMS, LAUNCH_ORDERS, MIN_OCCUPANCY, occupancy_sm90,
                                                passes)
+from suite.attention.ea.triton_ops import KERNEL_TENSORS, kernel_bytes_per_element
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "static" / "sm90.json"
-#: every kernel variant the launcher launches (non-causal fwd and dq take no mask: it is in the carries)
+#: every kernel variant the launcher launches (non-causal fwd and dq take no mask: it is in the carries; "no-Z":
+#: the forward without gradients, which writes no normaliser)
 VARIANTS = {"chunk sums keys", "chunk sums keys +mask", "chunk sums queries",
             "fwd causal", "fwd causal +mask", "dq causal", "dq causal +mask", "dk/dv causal", "dk/dv causal +mask",
-            "fwd non-causal", "dq non-causal", "dk/dv non-causal", "dk/dv non-causal +mask"}
+            "fwd non-causal", "dq non-causal", "dk/dv non-causal", "dk/dv non-causal +mask",
+            "fwd causal no-Z", "fwd causal no-Z +mask", "fwd non-causal no-Z"}
 
 
 @pytest.fixture(scope="module")
@@ -56,24 +59,17 @@ def test_profile_covers_every_kernel_dtype_order_and_head_dim(profile):
 
 
 def test_bytes_moved_per_element_match_what_each_kernel_must_read_and_write(profile):
-    """Counted from each kernel's TTIR: q, k, v, o, g, dq, dk, dv in the input dtype, Z in fp32, keep 1 byte/row,
-    and once per chunk and channel the 2(t+1) fp32 sums (carries in, chunk sums out). At t = 0, a_0(q) = 1, so
-    no kernel reads q."""
+    """Counted from each kernel's TTIR, against the launcher's own table (triton_ops.KERNEL_TENSORS, which the
+    bandwidth figures of gpu-check use): q, k, v, o, g, dq, dk, dv in the input dtype, Z in fp32 (never in an
+    inference forward), keep 1 byte per row and channel block, and once per chunk and channel the 2(t+1) fp32
+    sums (carries in, chunk sums out). At t = 0, a_0(q) = 1, so no kernel reads q."""
     s_of = {"fp32": 4, "bf16": 2, "fp16": 2}
-    expected = {  # (input-dtype tensors read, of which q, fp32 tensors read, input-dtype written, fp32 written)
-        "chunk sums keys": (2, 0, 0, 0, 0), "chunk sums queries": (3, 1, 1, 0, 0),  # k, v | q, g, o, Z
-        "fwd causal": (3, 1, 0, 1, 1), "fwd non-causal": (1, 1, 0, 1, 1),              # q, k, v -> o, Z
-        "dq causal": (4, 1, 0, 1, 0), "dq non-causal": (2, 1, 0, 1, 0),                # q, k, v, g -> dq
-        "dk/dv causal": (5, 1, 1, 2, 0), "dk/dv non-causal": (2, 0, 0, 2, 0),          # q, k, v, g, o, Z -> dk, dv
-    }
+    assert {r["variant"].replace(" +mask", "") for r in profile} == set(KERNEL_TENSORS)
     for r in profile:
-        n_in, n_q, n_f32, w_in, w_f32 = expected[r["variant"].replace(" +mask", "")]
-        s = s_of[r["dtype"]]
-        if r["order"] == 0:
-            n_in -= n_q
+        read, write = kernel_bytes_per_element(r["variant"], s_of[r["dtype"]], r["order"])
         keep = 1 / r["block_c"] if r["variant"].endswith("+mask") else 0.0
-        assert r["read_per_elt"] == pytest.approx(n_in * s + 4 * n_f32 + keep), _describe(r)
-        assert r["write_per_elt"] == pytest.approx(w_in * s + 4 * w_f32), _describe(r)
+        assert r["read_per_elt"] == pytest.approx(read + keep), _describe(r)
+        assert r["write_per_elt"] == pytest.approx(write), _describe(r)
         assert r["carry_per_channel"] == 2 * (r["order"] + 1) * 4, _describe(r)  # the fp32 sums in or out
 
 

@@ -21,7 +21,7 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def nan_poisoned_outputs(monkeypatch):
     """Every Triton output buffer starts as NaN, so an element a kernel never writes fails the test."""
     monkeypatch.setattr(triton_ops, "_new_output",
-                        lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype, device=device))
+                        lambda shape, dtype, device, name: torch.full(shape, float("nan"), dtype=dtype, device=device))
 
 
 def make_inputs(dtype=torch.float64, scale=1.0, seed=0, length=L):
@@ -338,3 +338,98 @@ def test_triton_order_18_runs_one_row_tiles_and_matches_naive_formula(causal):
     for name, a, r in zip("qkv", out, ref):
         assert not a.isnan().any(), name
         assert rel_err(a, r) < 1e-5, name
+
+
+# -- inference forward, launch settings, bytes moved ---------------------------------------------------------
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_inference_forward_allocates_and_writes_no_normaliser(monkeypatch, causal):
+    """Under torch.no_grad() (inference, a decode prefill) the fwd kernel runs with STORE_Z off: no Z buffer is
+    allocated, and o is the training forward's o."""
+    allocated = []
+
+    def record(shape, dtype, device, name):
+        allocated.append(name)
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(triton_ops, "_new_output", record)
+    q, k, v = (t.to(torch.bfloat16) for t in make_inputs(scale=0.5))
+    mask = make_mask()
+    with torch.no_grad():
+        o_inf = ea_attention(q, k, v, 6, causal, key_padding_mask=mask, backend="triton")
+    assert "z" not in allocated and "o" in allocated
+    allocated.clear()
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    o_train = ea_attention(*leaves, 6, causal, key_padding_mask=mask, backend="triton")
+    assert "z" in allocated
+    assert torch.equal(o_inf, o_train.detach())
+    # inputs that need no gradient take the same path outside no_grad mode
+    allocated.clear()
+    ea_attention(q, k, v, 6, causal, key_padding_mask=mask, backend="triton")
+    assert "z" not in allocated
+
+
+@pytest.mark.parametrize("block_c", [32, 64, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_channel_blocks_other_than_the_default_match_naive_formula(block_c, causal):
+    """block_c is a launch argument (gpu-check sweeps it): 72 channels in blocks of 32, 64 or 256."""
+    q, k, v = make_inputs()
+    mask = make_mask()
+    g = torch.randn(B, L, H, D, dtype=torch.float64)
+    ref_o = ea_naive(q, k, v, 6, causal, mask)
+    ref = _grads("naive", q, k, v, 6, causal, mask, g)
+    leaves = [t.float().requires_grad_() for t in (q, k, v)]
+    o, _ = triton_ops.ea_triton(*leaves, 6, causal, mask, num_splits=2, block_c=block_c)
+    assert rel_err(o, ref_o) < 1e-5
+    for name, a, r in zip("qkv", torch.autograd.grad(o, leaves, g.float()), ref):
+        assert rel_err(a, r) < 1e-5, name
+
+
+@pytest.mark.parametrize("setting", [dict(block_c=48), dict(block_c=512), dict(block_l=3), dict(num_splits=0)])
+def test_launch_settings_the_kernels_cannot_take_are_refused(setting):
+    q, k, v = (t.float() for t in make_inputs())
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        triton_ops.ea_triton(q, k, v, 6, True, **setting)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("mode", ["inference", "fwdbwd"])
+@pytest.mark.parametrize("splits, want_state", [(1, False), (3, False), (1, True)])
+def test_traffic_model_lists_exactly_the_kernels_the_launcher_launches(monkeypatch, causal, mode, splits,
+                                                                      want_state):
+    from suite.attention.ea.hopper_compile import _variant_name
+
+    if want_state and not causal:
+        pytest.skip("a final state is causal only")
+    launched = []
+    monkeypatch.setattr(triton_ops, "_launch",
+                        lambda kernel, grid, args, num_warps, **c: launched.append(_variant_name(kernel.fn.__name__, c)))
+    q, k, v = (t.float().requires_grad_(mode == "fwdbwd") for t in make_inputs())
+    o, _ = triton_ops.ea_triton(q, k, v, 6, causal, None, output_final_state=want_state, num_splits=splits)
+    if mode == "fwdbwd":
+        o.backward(torch.ones_like(o))
+    cfg = triton_ops.launch_config(B, L, H, D, q.device, num_splits=splits)
+    assert launched == triton_ops.launched_kernels(causal, mode, cfg, want_state)
+    moved = triton_ops.traffic(B, L, H, D, 4, 6, causal, mode, cfg, want_state)
+    assert set(moved) == set(launched) | {"carries"}
+    if mode == "inference":  # q, k, v read and o written: 16 bytes per fp32 element, more with the chunk sums
+        assert moved[f"fwd {'causal' if causal else 'non-causal'} no-Z"] == (16 if causal else 8) * B * L * H * D
+
+
+def test_the_torch_path_off_a_cpu_never_waits_for_the_device(monkeypatch):
+    """Off a CPU the torch path is gpu-check's fp64 reference: its prefix sums are cumsums and nothing in the
+    forward sweep or the key gradients reads a value back from the device (meta tensors hold no values, so any
+    such read raises), whatever the number of blocks."""
+    from suite.attention.ea import reference
+
+    monkeypatch.setattr(reference, "_rows_per_block", lambda x: 64)
+    q, k, v = (torch.empty(2, 200, 3, 8, device="meta", dtype=torch.float64) for _ in range(3))
+    e = reference.key_features(k)
+    for causal in (True, False):
+        N, Z, dN, dZ, state = reference._blocked_forward_sums(q, k, v, e, 6, causal, None, True)
+        assert N.shape == dZ.shape == q.shape and state.shape == (2, 3, 2, 7, 8)
+        dk, dv, carry = reference._key_grads(q, k, v, e, q, q, 6, causal, None)
+        assert dk.shape == dv.shape == k.shape
+    monkeypatch.undo()
+    assert reference._rows_per_block(torch.empty(4, 1, 16, 64)) == 256  # 2^20 elements on a CPU
+    assert reference._rows_per_block(torch.empty(4, 1, 16, 64, device="meta")) == (1 << 27) // 4096  # 2^27 elsewhere

@@ -127,7 +127,10 @@ class AttentionModule(nn.Module):
 
     @staticmethod
     def state_bytes(state: Any) -> int:
-        """Bytes held by a decoding state (any nesting of tensors, tuples, lists and dicts)."""
+        """Bytes held by a decoding state (any nesting of tensors, tuples, lists and dicts; an object with its own
+        ``state_bytes()``, such as a KV cache, says itself)."""
+        if hasattr(state, "state_bytes"):
+            return int(state.state_bytes())
         if isinstance(state, torch.Tensor):
             return state.numel() * state.element_size()
         if isinstance(state, dict):

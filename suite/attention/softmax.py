@@ -2,7 +2,8 @@
 
 Backends: ``auto`` lets torch choose; ``flash``, ``efficient``, ``cudnn`` and ``math`` force one SDPA kernel
 (``torch.nn.attention.sdpa_kernel``); ``torch`` is the explicit fp32 softmax(QK^T/sqrt(d))V reference.
-Decoding keeps a KV cache that grows by one key and value per token.
+Decoding keeps a KV cache (``suite.attention.kv_cache``) that grows by one key and value per token, written in
+place.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from suite.attention.base import AttentionModule
+from suite.attention.kv_cache import KVCache
 from suite.attention.registry import register_attention
 
 _SDPA_BACKENDS = {
@@ -115,27 +117,24 @@ class SoftmaxAttention(AttentionModule):
         return self.proj(self.merge_heads(out.to(x.dtype)))
 
     # -- decoding with a KV cache ------------------------------------------------------------------
-    def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
-        """An empty KV cache: keys and values [B, 0, H, D] that grow by one position per step."""
+    def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty KV cache for keys and values [B, L, H, D] that grow by one position per step."""
         self.check_step_allowed()
-        dtype = dtype or self.proj.weight.dtype
-        empty = torch.zeros(batch, 0, self.num_heads, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone()}
+        return KVCache.empty(batch, self.num_heads, self.head_dim, device, dtype or self.proj.weight.dtype)
 
-    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        """x_t [B, dim] -> y_t [B, dim]; appends this token's key and value to the cache."""
+    def step(self, x_t: torch.Tensor, state: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """x_t [B, dim] -> y_t [B, dim]; the cache with this token's key and value written at its end."""
         self.check_step_allowed()
         q, k, v = self.project_qkv(x_t[:, None])
-        k_all = torch.cat([state["k"], k.to(state["k"].dtype)], dim=1)
-        v_all = torch.cat([state["v"], v.to(state["v"].dtype)], dim=1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k_all.transpose(1, 2).to(q.dtype),
-                                             v_all.transpose(1, 2).to(q.dtype))
+        state = state.append(k, v)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), state.k.transpose(1, 2).to(q.dtype),
+                                             state.v.transpose(1, 2).to(q.dtype))
         self.backend_used = "sdpa-kvcache"
         y = self.proj(self.merge_heads(out.transpose(1, 2)))[:, 0]
-        return y, {"k": k_all, "v": v_all}
+        return y, state
 
-    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
         """Parallel forward over a prompt x [B, L, dim] that also returns the filled KV cache."""
         self.check_step_allowed()
         q, k, v = self.project_qkv(x)
-        return self.proj(self.merge_heads(self.attend(q, k, v))), {"k": k, "v": v}
+        return self.proj(self.merge_heads(self.attend(q, k, v))), KVCache(k.detach(), v.detach())

@@ -204,21 +204,33 @@ def _current_bytes(device: str) -> int:
 
     if device.startswith("cuda"):
         return torch.cuda.memory_allocated(device)
-    import psutil
-
-    return psutil.Process().memory_info().rss
+    return current_rss_bytes()
 
 
-def time_call(fn: Callable[[], Any], device: str, repeats: int) -> Timing:
-    """Milliseconds of ``fn()`` after one warm-up call: CUDA through ``triton.testing.do_bench`` (all of its
-    timed runs), the CPU as ``repeats`` perf_counter calls."""
+def current_rss_bytes() -> int:
+    """Resident set size of this process in bytes (Linux: /proc/self/statm, so a machine without psutil, such as a
+    GPU box, needs nothing more; elsewhere psutil)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def time_call(fn: Callable[[], Any], device: str, repeats: int, warmup: bool = True, rep_ms: float | None = None
+              ) -> Timing:
+    """Milliseconds of ``fn()``: CUDA through ``triton.testing.do_bench`` (its own warm-up, then all of its timed
+    runs over about ``rep_ms`` ms, default max(100, 20 x repeats)), the CPU as ``repeats`` perf_counter calls after
+    one warm-up call (``warmup=False`` when the caller has just made one)."""
     if device.startswith("cuda"):
         import triton.testing
 
-        times = [float(t) for t in triton.testing.do_bench(fn, warmup=25, rep=max(100, 20 * repeats),
-                                                           return_mode="all")]
+        rep = rep_ms if rep_ms is not None else max(100, 20 * repeats)
+        times = [float(t) for t in triton.testing.do_bench(fn, warmup=min(25, rep), rep=rep, return_mode="all")]
     else:
-        fn()
+        if warmup:
+            fn()
         times = []
         for _ in range(max(1, repeats)):
             synchronize(device)
@@ -252,16 +264,37 @@ def relative_error(out: "torch.Tensor", ref: "torch.Tensor") -> float:
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+def _random(inputs: dict | None, kind: str, shape: tuple[int, ...], dtype: Any, device: str) -> "torch.Tensor":
+    """A random tensor (``rand`` in [0, 1) or ``randn``) made on ``device``; with an ``inputs`` dict the same
+    (kind, shape, dtype, device) gives the same tensor, so rows that share a shape share their inputs."""
+    import torch
+
+    key = (kind, tuple(shape), str(dtype), str(device))
+    if inputs is not None and key in inputs:
+        return inputs[key]
+    make = torch.rand if kind.startswith("rand:") else torch.randn
+    tensor = make(shape, device=device, dtype=dtype)
+    if inputs is not None:
+        inputs[key] = tensor
+    return tensor
+
+
 def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num_heads: int = 8, head_dim: int = 64,
                       causal: bool = False, dtype: Any = "float32", device: str = "cpu", repeats: int = 5,
-                      level: str = "op", max_check_rows: int = 16, seed: int = 0) -> dict[str, Any]:
+                      level: str = "op", max_check_rows: int = 16, seed: int = 0,
+                      inputs: dict | None = None, rep_ms: float | None = None) -> dict[str, Any]:
     """Check, then time one attention at one L in one mode. Returns metrics (ms, bytes) and provenance.
+
+    Modes: ``fwd`` (a forward without gradients: inference), ``fwdbwd`` (forward and backward), ``decode`` (one
+    step after a prefill of L tokens). The call is made once before the peak-memory window and the timing (a
+    first call compiles, autotunes and fills caches), so neither counts that one-time work.
 
     Keys: ``fwd_ms`` | ``fwdbwd_ms`` | ``decode_ms_per_token`` (the median; + ``prefill_ms``, ``state_bytes``),
     ``time_min_ms``, ``time_max_ms`` and ``repeats`` (the spread of the timed calls), ``peak_mem_bytes`` (peak
     above the memory in use before the call), ``check_error`` (relative RMSE of the timed path against the
     reference on this shape), ``check_rows``, ``backend_used``, ``level``. Tokens per second for the timed mode
-    come as ``tokens_per_s``.
+    come as ``tokens_per_s``. ``inputs``: a dict kept by the caller across calls, so that calls of the same shape
+    reuse their random inputs instead of making new ones (the seed then applies to the first).
     """
     import torch
 
@@ -281,12 +314,12 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
     if level == "op" and mode != "decode" and not hasattr(module, "attend"):
         raise ValueError(f"attention {spec!r} has no op-level form (attend(q, k, v)); use level 'module'")
     rows = check_rows(seq_len, max_check_rows, device)
-    x = torch.randn(batch, seq_len, dim, device=device, dtype=dtype)
+    x = _random(inputs, "randn:x", (batch, seq_len, dim), dtype, device)
     result: dict[str, Any] = {"level": "module" if mode == "decode" else level, "check_rows": int(rows.numel())}
 
     with torch.no_grad():
         if mode == "decode":
-            x_t = torch.randn(batch, dim, device=device, dtype=dtype)
+            x_t = _random(inputs, "randn:x_t", (batch, dim), dtype, device)
             start = time.perf_counter()
             _, state = module.prefill(x)
             synchronize(device)
@@ -299,7 +332,7 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
             result["state_bytes"] = module.state_bytes(state)
             step = lambda: module.step(x_t, state)  # noqa: E731  (the state is not advanced: same L each call)
             result["peak_mem_bytes"] = peak_call_bytes(step, device)
-            result.update(_timing_metrics(mode, time_call(step, device, repeats)))
+            result.update(_timing_metrics(mode, time_call(step, device, repeats, warmup=False, rep_ms=rep_ms)))
             result["tokens_per_s"] = batch * 1e3 / result["decode_ms_per_token"]
             return result
         y = module(x)
@@ -311,8 +344,8 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
     if level == "op":
         # q, k ~ U(0, 1): positive, so attentions whose attend() takes feature-mapped q, k stay well defined
         shape = (batch, seq_len, num_heads, head_dim)
-        q, k = (torch.rand(shape, device=device, dtype=dtype) for _ in range(2))
-        v = torch.randn(shape, device=device, dtype=dtype)
+        q, k = (_random(inputs, f"rand:{name}", shape, dtype, device) for name in "qk")
+        v = _random(inputs, "randn:v", shape, dtype, device)
 
         def attend(*qkv):
             out = module.attend(*qkv)
@@ -323,8 +356,8 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
                 with torch.no_grad():
                     return attend(q, k, v)
         else:
-            leaves = [t.requires_grad_() for t in (q, k, v)]
-            grad = torch.randn_like(v)
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+            grad = _random(inputs, "randn:grad", shape, dtype, device)
 
             def call():
                 for t in leaves:
@@ -336,16 +369,17 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
                 with torch.no_grad():
                     return module(x)
         else:
-            xg = x.clone().requires_grad_()
-            grad = torch.randn_like(x)
+            xg = x.detach().requires_grad_()
+            grad = _random(inputs, "randn:grad", tuple(x.shape), dtype, device)
 
             def call():
                 module.zero_grad(set_to_none=True)
                 xg.grad = None
                 module(xg).backward(grad)
 
+    call()  # warm-up: compiles, autotunes, fills caches, outside the peak-memory window and the timing
     result["peak_mem_bytes"] = peak_call_bytes(call, device)
-    result.update(_timing_metrics(mode, time_call(call, device, repeats)))
+    result.update(_timing_metrics(mode, time_call(call, device, repeats, warmup=False, rep_ms=rep_ms)))
     result["tokens_per_s"] = batch * seq_len * 1e3 / result[TIME_KEYS[mode]]
     return result
 

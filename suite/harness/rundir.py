@@ -37,15 +37,17 @@ def default_out_dir(name: str = "suite") -> Path:
     return Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
 
 
-def ensure_out_dir(out: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
-    """Create OUT (with logs/) and check it can hold a run: a writable directory with ``min_free_bytes`` free;
-    UsageError, in one line, for any problem."""
+def ensure_out_dir(out: Path, min_free_bytes: int = MIN_FREE_BYTES, subdirs: tuple[str, ...] = ("logs",)) -> None:
+    """Create OUT (with ``subdirs``) and check it can hold a run: a writable directory with ``min_free_bytes``
+    free; UsageError, in one line, for any problem."""
     if not str(out).strip():
         raise UsageError("--out: an empty path; give a directory")
     try:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file; give a directory")
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        for sub in subdirs:
+            (out / sub).mkdir(exist_ok=True)
         probe = out / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()

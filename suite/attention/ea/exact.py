@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from suite.attention.base import compute_dtype, safe_divide
 from suite.attention.ea import EAAttention
+from suite.attention.kv_cache import KVCache
 from suite.attention.registry import register_attention
 
 
@@ -118,28 +119,25 @@ class EAExactAttention(EAAttention):
         return self.proj(self.merge_heads(o.to(x.dtype)))
 
     # -- decoding with a key/value cache (exact EA has no finite state) ----------------------------------
-    def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """An empty cache: keys (normalised) and values [B, 0, H, D] that grow by one position per step."""
+    def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty cache of keys (normalised) and values [B, L, H, D] that grow by one position per step."""
         self.check_step_allowed()
-        dtype = dtype or self.proj.weight.dtype
-        empty = torch.zeros(batch, 0, self.num_heads, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone()}
+        return KVCache.empty(batch, self.num_heads, self.head_dim, device, dtype or self.proj.weight.dtype)
 
-    def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x_t [B, dim] -> (y_t [B, dim], cache with this token's key and value appended)."""
+    def step(self, x_t: torch.Tensor, state: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """x_t [B, dim] -> (y_t [B, dim], cache with this token's key and value written at its end)."""
         self.check_step_allowed()
         q, k, v = self.project_qkv(x_t[:, None])
-        k_all = torch.cat([state["k"], k.to(state["k"].dtype)], dim=1)
-        v_all = torch.cat([state["v"], v.to(state["v"].dtype)], dim=1)
-        o = ea_exact_attention(q, k_all, v_all, causal=False, k_tile=self.k_tile)
+        state = state.append(k, v)
+        o = ea_exact_attention(q, state.k.to(q.dtype), state.v.to(q.dtype), causal=False, k_tile=self.k_tile)
         self.backend_used = "torch-kvcache"
-        return self.proj(self.merge_heads(o.to(x_t.dtype)))[:, 0], {"k": k_all, "v": v_all}
+        return self.proj(self.merge_heads(o.to(x_t.dtype)))[:, 0], state
 
-    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
         """Parallel causal forward over a prompt x [B, L, dim] that also returns the filled cache."""
         self.check_step_allowed()
         q, k, v = self.project_qkv(x)
-        return self.proj(self.merge_heads(self.attend(q, k, v))), {"k": k, "v": v}
+        return self.proj(self.merge_heads(self.attend(q, k, v))), KVCache(k.detach(), v.detach())
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, causal={self.causal}, backend={self.backend}, "

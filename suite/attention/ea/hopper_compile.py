@@ -88,6 +88,8 @@ def _variant_name(kernel: str, constexprs: dict) -> str:
         name = "chunk sums keys" if constexprs["MODE"] == 0 else "chunk sums queries"
     elif kernel == "_ea_fwd_kernel":
         name = ("dq " if constexprs["COMPUTE_DQ"] else "fwd ") + ("causal" if constexprs["CAUSAL"] else "non-causal")
+        if not constexprs["COMPUTE_DQ"] and not constexprs.get("STORE_Z", True):
+            name += " no-Z"
     elif kernel == "_ea_bwd_dkdv_kernel":
         name = "dk/dv " + ("causal" if constexprs["CAUSAL"] else "non-causal")
     else:
@@ -96,20 +98,23 @@ def _variant_name(kernel: str, constexprs: dict) -> str:
 
 
 def scenarios(dims=LAUNCH_DIMS, orders=LAUNCH_ORDERS, dtypes=DTYPES) -> list[dict]:
-    """Every way the op is called that changes which kernels run: causal or not, masked or not, with state."""
+    """Every way the op is called that changes which kernels run: causal or not, masked or not, with state, and
+    training (forward and backward) or inference (a forward without gradients, which writes no Z)."""
     out = []
     for D in dims:
         for order in orders:
             for dtype in dtypes:
                 for causal in (True, False):
                     for masked in (False, True):
-                        out.append(dict(D=D, order=order, dtype=dtype, causal=causal, masked=masked,
-                                        state=causal and masked))
+                        for inference in (False, True):
+                            out.append(dict(D=D, order=order, dtype=dtype, causal=causal, masked=masked,
+                                            state=causal and masked, inference=inference))
     return out
 
 
 def record_launches(scenario: dict, generic: bool = False) -> list[dict]:
-    """Run the op forward and backward for one scenario with kernel launches recorded, not run.
+    """Run the op forward (and backward, unless an inference scenario) for one scenario with kernel launches
+    recorded, not run.
 
     Returns one spec per launch: the kernel, its specialised signature, constexprs and attributes, and the
     compile options, exactly as Triton's JIT would build them on an H100 (picklable, for compile_spec).
@@ -156,7 +161,8 @@ def record_launches(scenario: dict, generic: bool = False) -> list[dict]:
 
     # CPU tensors that are never written or read (torch.empty touches no page); their allocations are 64-byte
     # aligned, as CUDA's are, so Triton specialises the pointers the same way
-    q, k, v = (torch.empty(B, L, H, D, dtype=dtype, requires_grad=True) for _ in range(3))
+    training = not scenario.get("inference", False)
+    q, k, v = (torch.empty(B, L, H, D, dtype=dtype, requires_grad=training) for _ in range(3))
     mask = torch.ones(B, L, dtype=torch.bool) if scenario["masked"] else None
     init = torch.zeros(B, H, 2, order + 1, D) if scenario["state"] else None
     splits = triton_ops.launch_config(B, L, H, D, q.device, sms=H100_SMS).num_splits
@@ -165,7 +171,8 @@ def record_launches(scenario: dict, generic: bool = False) -> list[dict]:
     try:
         o, _ = triton_ops.ea_triton(q, k, v, order, scenario["causal"], mask, init,
                                     output_final_state=scenario["state"], num_splits=splits)
-        o.backward(torch.empty_like(o))
+        if training:
+            o.backward(torch.empty_like(o))
     finally:
         triton_ops._launch = saved
     return specs
@@ -336,8 +343,11 @@ def markdown(results: list[dict], command: str) -> str:
     orders = ", ".join(map(str, sorted({r["order"] for r in results})))
     dtypes = ", ".join(sorted({r["dtype"] for r in results}))
     how = "unspecialised" if results and results[0].get("generic") else "specialised as Triton's JIT does"
+    import triton
+
     head = ["# Static sm_90 profile of the EA Triton kernels", "",
-            f"Produced by `{command}` (no GPU: Triton compiles for sm_90 on the CPU).", "",
+            f"Produced by `{command}` with Triton {triton.__version__} (no GPU: Triton compiles for sm_90 on the "
+            "CPU).", "",
             f"Every distinct binary the launcher launches for D in {{{dims}}}, t in {{{orders}}} and {dtypes},"
             f" recorded on a [B={SHAPE_B}, L={SHAPE_L}, H*D={SHAPE_C}] launch with an H100's {H100_SMS} SMs"
             f" ({how}); D lists the head dims that launch the same binary.",
@@ -375,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(os.path.join(args.out, args.name + ".md"), "w") as f:
             f.write(markdown(results, command.strip()))
         with open(os.path.join(args.out, args.name + ".json"), "w") as f:
-            json.dump(dict(command=command.strip(), results=results), f, indent=1)
+            import triton
+
+            json.dump(dict(command=command.strip(), triton=triton.__version__, results=results), f, indent=1)
             f.write("\n")
     if args.json:
         print(json.dumps(results))

@@ -100,10 +100,14 @@ def scan(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
     """Inclusive prefix sum over dim 1 of x [B, L, ...] (suffix sum when ``reverse``).
 
     torch.cumsum over a non-innermost dimension is slow on CPUs (tens of times slower than a multiply), so
-    the scan runs blockwise: a triangular matrix product inside blocks of 32 rows (BLAS), and the block
-    totals are scanned the same way, recursively, to give each block its carry.
+    on a CPU the scan runs blockwise: a triangular matrix product inside blocks of 32 rows (BLAS), and the block
+    totals are scanned the same way, recursively, to give each block its carry. Elsewhere (a GPU, where this
+    path is the fp64 reference of gpu-check) it is torch.cumsum: one kernel, and no look at the values, so no
+    wait for the device.
     """
     B, L = x.shape[:2]
+    if x.device.type != "cpu":
+        return torch.flip(torch.cumsum(torch.flip(x, [1]), 1), [1]) if reverse else torch.cumsum(x, 1)
     if L <= _SCAN_BLOCK or not bool(torch.isfinite(x).all()):
         # a triangular product multiplies every row by 0 or 1, and 0 * NaN is NaN: a bad number would reach
         # the rows before it; cumsum keeps it where it belongs (the slow path, for bad inputs only)
@@ -173,10 +177,12 @@ def _forward_sums(q, k, v, e, order, causal, initial_state, with_grad_terms):
 
 
 def _rows_per_block(x: torch.Tensor) -> int:
-    """Rows of [B, L, H, D] per block of the causal path: about 2^20 elements, so each op's temporaries stay
-    cache-sized and no allocation is large enough to be fresh (and page-faulted) memory from the OS."""
+    """Rows of [B, L, H, D] per block of the causal path: on a CPU about 2^20 elements, so each op's temporaries
+    stay cache-sized and no allocation is large enough to be fresh (and page-faulted) memory from the OS; on a
+    GPU about 2^27 (the temporaries of an fp64 block stay near 10 GB, and few blocks mean few launches)."""
     B, _, H, D = x.shape
-    return max(64, (1 << 20) // max(1, B * H * D))
+    budget = 1 << 20 if x.device.type == "cpu" else 1 << 27
+    return max(64, budget // max(1, B * H * D))
 
 
 def _blocked_forward_sums(q, k, v, e, order, causal, initial_state, with_grad_terms):

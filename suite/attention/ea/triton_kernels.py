@@ -10,16 +10,17 @@ launches. Z is fp32 [B, L, C]; carries and chunk sums are fp32 [B, S, 2, t+1, C]
 
 Register layout, which is what keeps the kernels free of spills: the launcher runs BLOCK_C // 32 warps, so
 the lanes and the warps all lie along the channels and each thread owns one channel and all BLOCK_L rows of
-it. The channel offsets carry a contiguity hint of 1 (``_channels``); without it Triton vectorises the loads
-along C (8 bf16 per thread), which puts 8 channels, so 8 x 2(t+1) running sums, on every thread and spreads
-L over lanes and warps. With one channel per thread the cumsums and sums along L and the running sums never
+it. The channel offsets are hinted as aligned to one element (``_channels``); without it Triton vectorises the
+loads along C (8 bf16 per thread), which puts 8 channels, so 8 x 2(t+1) running sums, on every thread and
+spreads L over lanes and warps. With one channel per thread the cumsums and sums along L and the running sums never
 leave the thread: no shared memory, no shuffles, and the registers a tile costs are about
 (live [BLOCK_L] columns) x BLOCK_L + 2(t+1), which is why BLOCK_L is small (triton_ops.block_rows).
 
 - ``_ea_chunk_sums_kernel``  per-chunk sums. MODE 0 (keys):   Σ φ_n(k) v and Σ φ_n(k)
                                               MODE 1 (queries): Σ a_n(q) g/Z and Σ a_n(q) g o/Z
-- ``_ea_fwd_kernel``         o = N/Z from the carries (+ an in-tile cumsum when causal); with COMPUTE_DQ it
-                             instead recomputes the same sums and writes dq = g/Z (dN - o dZ)
+- ``_ea_fwd_kernel``         o = N/Z from the carries (+ an in-tile cumsum when causal), and Z (fp32) for the
+                             backward only when STORE_Z (an inference forward writes o alone); with COMPUTE_DQ
+                             it instead recomputes the same sums and writes dq = g/Z (dN - o dZ)
 - ``_ea_bwd_dkdv_kernel``    dk, dv from the query-side suffix sums, walking tiles backwards
 """
 from __future__ import annotations
@@ -30,9 +31,12 @@ import triton.language as tl
 
 @triton.jit
 def _channels(pid_c, BLOCK_C: tl.constexpr):
-    """This program's channel offsets, hinted as not contiguous so that every access stays one element per
-    thread (vectorised accesses would put 8 channels on each thread; see the module docstring)."""
-    return tl.max_contiguous(pid_c * BLOCK_C + tl.arange(0, BLOCK_C), 1)
+    """This program's channel offsets, hinted as contiguous but aligned to one element only, so that the loads
+    are laid out with the lanes along the channels and every access stays one element per thread (see the module
+    docstring). A contiguity of 1 (the first version's hint) left the order of the tile's dimensions to a tie in
+    Triton's coalescing pass, which Triton 3.6 breaks the other way (rows across lanes, shared memory, twice the
+    registers); a divisibility of 1 caps the vector width at one element instead, whatever the Triton version."""
+    return tl.multiple_of(tl.max_contiguous(pid_c * BLOCK_C + tl.arange(0, BLOCK_C), BLOCK_C), 1)
 
 
 @triton.jit
@@ -147,7 +151,7 @@ def _ea_fwd_kernel(
     Q, K, V, KEEP, CARRY, O, Z, G, DQ,
     L, C, CHUNK, carry_stride_b, carry_stride_s,
     CAUSAL: tl.constexpr, HAS_KEEP: tl.constexpr, COMPUTE_DQ: tl.constexpr, ORDER: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, STORE_Z: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -208,7 +212,8 @@ def _ea_fwd_kernel(
             tl.store(DQ + offs, dq.to(DQ.dtype.element_ty), mask=m2)
         else:
             tl.store(O + offs, o.to(O.dtype.element_ty), mask=m2)
-            tl.store(Z + offs, den, mask=m2)
+            if STORE_Z:
+                tl.store(Z + offs, den, mask=m2)
 
 
 @triton.jit
