@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from suite.cli import main
-from suite.harness.records import read_records
+from suite.run.records import read_records
 from tiny_jobs import write_tiny_task
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
@@ -244,7 +244,7 @@ def test_run_a_kernels_task_then_compare_and_report_it(tmp_path, capsys, monkeyp
 
 ENV_PROBE = '''
 import os
-from suite.harness.builders import Job, register_builder
+from suite.run.builders import Job, register_builder
 
 @register_builder("test-env-probe", [])
 def build_probe(ctx):
@@ -299,7 +299,7 @@ def test_builders_get_their_settings_in_the_build_context_not_the_environment(pr
 
 
 def test_lm_eval_tasks_go_into_the_config_and_key_of_lm_jobs_only(workdir):
-    from suite.harness.runner import plan_jobs
+    from suite.run.pool.runner import plan_jobs
     from suite.tasks import load_tasks, select_tasks
 
     tasks = select_tasks(load_tasks(), ["lm-kjv", "kernels-op"])

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from suite.cli import main
-from suite.harness.compare import (CSV_FIELDS, format_pct, format_value, load_runs, metric_stats, paired_difference,
+from suite.analysis.compare import (CSV_FIELDS, format_pct, format_value, load_runs, metric_stats, paired_difference,
                                    render, scaling_frame, student_t_quantile, table_columns, task_tables,
                                    welch_difference)
-from suite.harness.records import append_record, make_record
+from suite.run.records import append_record, make_record
 
 T95_DF2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables; scipy.stats.t.ppf)
 T95_DF4 = 2.7764451051977987
@@ -121,7 +121,7 @@ def test_the_baseline_difference_is_paired_by_seed_over_the_seeds_both_finished(
 
 def test_better_and_worse_follow_the_metric_direction():
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5})[:3] == (2, -0.5, 0.0)
-    from suite.harness.compare import verdict
+    from suite.analysis.compare import verdict
 
     assert verdict(-0.5, 0.1, "min") == "better" and verdict(-0.5, 0.1, "max") == "worse"
     assert verdict(0.5, 0.1, "min") == "worse" and verdict(0.5, 0.1, None) == "differs"
@@ -166,7 +166,7 @@ def test_numbers_carry_their_units_and_sensible_digits():
 
 
 def test_a_metric_measured_at_a_length_or_on_a_split_keeps_its_unit_and_direction():
-    from suite.harness.compare import metric_direction
+    from suite.analysis.compare import metric_direction
 
     assert format_value("state_bytes_L32768", 67108864.0) == "67.1 MB"
     assert format_value("prefill_ms_L8192", 41.234) == "41.2 ms"
@@ -362,7 +362,7 @@ def write_curves(run, *, skip_seed=None):
 def test_seed_band_is_the_mean_and_min_max_over_seeds_on_a_common_grid():
     import numpy as np
 
-    from suite.harness.report import seed_band
+    from suite.analysis.report import seed_band
 
     x, mean, low, high = seed_band([(np.array([0.0, 2.0]), np.array([0.0, 2.0])),
                                     (np.array([0.0, 1.0, 2.0]), np.array([2.0, 2.0, 2.0]))])
@@ -384,9 +384,9 @@ def test_report_draws_the_learning_curves_and_links_them(runs, capsys):
 
 
 def test_load_curves_matches_latest_records_by_key_and_leaves_out_failed_jobs(runs, capsys):
-    from suite.harness.records import read_records
-    from suite.harness.report import CURVES_DIR, load_curves
-    from suite.harness.rundir import CURVES_DIR as RUNNER_CURVES_DIR
+    from suite.run.records import read_records
+    from suite.analysis.report import CURVES_DIR, load_curves
+    from suite.run.pool.rundir import CURVES_DIR as RUNNER_CURVES_DIR
 
     assert CURVES_DIR == RUNNER_CURVES_DIR  # report reads where the runner writes
 
@@ -458,7 +458,7 @@ def rich_text(frame, **kwargs):
 
 
 def test_published_lra_rows_are_the_papers_numbers():
-    from suite.harness.published_lra import PUBLISHED_LRA
+    from suite.analysis.published import PUBLISHED_LRA
 
     tasks = ("lra-listops", "lra-text", "lra-retrieval", "lra-image", "lra-pathfinder", "lra-pathx")
     rows = {r.model: [r.accuracy_percent[t] for t in tasks] for r in PUBLISHED_LRA}
@@ -524,7 +524,7 @@ def test_reference_lra_keeps_the_substitute_marker(lra_run):
 
 
 def test_reference_lra_without_lra_tasks_says_so_in_one_line(runs, capsys, monkeypatch):
-    from suite.harness.compare import NO_LRA_TASKS
+    from suite.analysis.compare import NO_LRA_TASKS
 
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["compare", str(runs[0]), "--reference", "lra", "--format", "markdown"]) == 0

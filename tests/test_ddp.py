@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from suite.harness.records import read_records
+from suite.run.records import read_records
 from tiny_jobs import plugin_env, write_tiny_task
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"

@@ -4,7 +4,7 @@ import torch
 
 from suite.attention import build_attention
 from suite.attention.ea import EAAttention
-from suite.harness.measure import check_rows, measure_attention, relative_error
+from suite.run.measure import check_rows, measure_attention, relative_error
 
 
 def test_registry_builds_ea_with_order_option():

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from suite.cli import main
-from suite.harness import gpu_check
-from suite.harness.gpu_check import plan as plan_mod
-from suite.harness.gpu_check import report, rows, runner
-from suite.harness.gpu_check.plan import TINY, RowSpec, Shapes, timing_id
-from suite.harness.gpu_check.targets import TARGETS, evaluate_targets
+from suite import gpu_check
+from suite.gpu_check import plan as plan_mod
+from suite.gpu_check import report, rows, runner
+from suite.gpu_check.plan import TINY, RowSpec, Shapes, timing_id
+from suite.gpu_check.targets import TARGETS, evaluate_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,8 +218,8 @@ def test_sigterm_mid_run_leaves_a_readable_labelled_report_and_exits_143(tmp_pat
         import sys
         sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
         from pathlib import Path
-        from suite.harness.gpu_check import runner
-        from suite.harness.gpu_check.plan import TINY, RowSpec
+        from suite.gpu_check import runner
+        from suite.gpu_check.plan import TINY, RowSpec
         plan = [RowSpec(f"fake/{{i}}", "checks", {{"what": "slow"}}, "gpu_check_fakes:slow", {{"seconds": 0.4}},
                         0.4, timeout_s=30) for i in range(40)]
         header = {{"command": "t", "card": "cpu", "cost_card": "cpu", "device_kind": "cpu",

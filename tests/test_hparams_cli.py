@@ -6,7 +6,7 @@ import torch
 
 from suite.cli import main
 from suite.families import lra
-from suite.harness.execute import JobSpec, run_job
+from suite.run.job import JobSpec, run_job
 
 
 def _table_rows(text: str) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """The kernels builder: merges the modes' metrics and never keeps the timing of a kernel that failed its check."""
 import pytest
 
-import suite.harness.measure as measure
-from suite.harness.builders import BuildContext, get_builder
+import suite.run.measure as measure
+from suite.run.builders import BuildContext, get_builder
 from suite.families.kernels import KernelCheckError
 
 HPARAMS = {"modes": ["fwd", "fwdbwd"], "level": "module", "causal": False, "batch_size": 1, "heads": 2,

@@ -1,9 +1,11 @@
 """The package's layers: every import (at the top of a file or inside a function) points down or sideways.
 
-    cli  >  tasks  >  families  >  harness  >  models, data  >  attention  >  console, errors
+    cli  >  tasks  >  families, gpu_check  >  analysis  >  run  >  models, data  >  attention  >  console, errors
 
-``models`` hold nn.Modules and import nothing above ``attention``; ``data`` imports nothing above itself; the
-harness imports no family and no task loader (jobs carry their builder); no package imports itself in a circle.
+``models`` hold nn.Modules and import nothing above ``attention``; ``data`` imports nothing above itself; ``run``
+(running the night) imports no family, no task loader (jobs carry their builder) and nothing of ``analysis``;
+``analysis`` (reading it in the morning) imports from ``run`` only its records reader, so tables read records and
+nothing else; no package imports itself in a circle.
 """
 import ast
 from pathlib import Path
@@ -13,17 +15,22 @@ import pytest
 SUITE = Path(__file__).resolve().parents[1] / "suite"
 
 #: package -> the packages it may import (besides itself)
+BOTTOM = {"console", "errors"}
 ALLOWED = {
     "errors": set(),
     "console": set(),
     "attention": {"errors"},
     "data": {"errors", "console"},
     "models": {"attention", "errors"},
-    "harness": {"attention", "data", "models", "console", "errors"},
-    "families": {"harness", "models", "data", "attention", "console", "errors"},
-    "tasks": {"families", "harness", "data", "attention", "console", "errors"},
-    "cli": {"tasks", "families", "harness", "models", "data", "attention", "console", "errors"},
+    "run": {"attention", "data", "models"} | BOTTOM,
+    "analysis": {"run"} | BOTTOM,
+    "families": {"run", "models", "data", "attention"} | BOTTOM,
+    "gpu_check": {"analysis", "run", "attention"} | BOTTOM,
+    "tasks": {"families", "run", "data", "attention"} | BOTTOM,
+    "cli": {"tasks", "families", "gpu_check", "analysis", "run", "models", "data", "attention"} | BOTTOM,
 }
+#: the only modules of ``run`` that ``analysis`` may import: the records reader
+ANALYSIS_READS = {"suite.run.records"}
 
 
 def _package(path: Path) -> str:
@@ -31,8 +38,8 @@ def _package(path: Path) -> str:
     return relative.parts[0].removesuffix(".py")
 
 
-def _suite_imports(path: Path) -> set[str]:
-    """The top-level ``suite`` packages a file imports, anywhere in it."""
+def _suite_modules(path: Path) -> set[str]:
+    """The ``suite`` modules (or names of modules) a file imports, anywhere in it, as dotted names."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         names = []
@@ -43,10 +50,14 @@ def _suite_imports(path: Path) -> set[str]:
             if node.module == "suite":
                 names = [f"suite.{alias.name}" for alias in node.names]
         for name in names:
-            parts = name.split(".")
-            if parts[0] == "suite" and len(parts) > 1:
-                found.add(parts[1])
+            if name.startswith("suite."):
+                found.add(name)
     return found
+
+
+def _suite_imports(path: Path) -> set[str]:
+    """The top-level ``suite`` packages a file imports, anywhere in it."""
+    return {name.split(".")[1] for name in _suite_modules(path)}
 
 
 FILES = sorted(p for p in SUITE.rglob("*.py") if p.name != "__main__.py")
@@ -63,3 +74,12 @@ def test_imports_point_down_the_layers(path):
         return
     upward = sorted(_suite_imports(path) - ALLOWED[package] - {package})
     assert not upward, f"{path.relative_to(SUITE)} ({package}) imports {', '.join(upward)}, which sit above it"
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if _package(p) == "analysis"], ids=lambda p: p.name)
+def test_analysis_reads_records_and_nothing_else_of_run(path):
+    """Tables read records and nothing else: of ``suite.run`` an analysis module imports the records reader only."""
+    from_run = {name for name in _suite_modules(path) if name.startswith("suite.run")}
+    other = sorted(name for name in from_run
+                   if not any(name == allowed or name.startswith(allowed + ".") for allowed in ANALYSIS_READS))
+    assert not other, f"{path.relative_to(SUITE)} imports {', '.join(other)} of run (only its records reader allowed)"

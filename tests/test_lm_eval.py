@@ -149,8 +149,8 @@ def test_run_lm_eval_reads_the_held_out_split_of_a_local_corpus(tmp_path):
 
 
 def test_lm_builder_trains_evaluates_runs_lm_eval_and_saves_a_checkpoint_the_decode_job_reloads(tmp_path):
-    from suite.harness.builders import BuildContext
-    from suite.harness.train import train_and_evaluate
+    from suite.run.builders import BuildContext
+    from suite.run.train import train_and_evaluate
     from suite.families.lm.builder import build_lm_decode_job, build_lm_job
     from suite.families.lm.checkpoint import load_checkpoint
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from suite.harness.builders import BuildContext
+from suite.run.builders import BuildContext
 from suite.models.config import LRAConfig
 from suite.models.lra import LRAClassifier, LRADualClassifier
 from suite.families.lra import build_lra_job, lra_evaluate, lra_loss

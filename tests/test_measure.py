@@ -5,7 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from suite.harness.measure import Stopwatch, crossover_length, loglog_slope, peak_memory_bytes, reset_peak_memory
+from suite.analysis.scaling import crossover_length, loglog_slope
+from suite.run.measure import Stopwatch, peak_memory_bytes, reset_peak_memory
 
 
 def test_loglog_slope_recovers_power_law_exponent():

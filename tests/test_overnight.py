@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from suite.cli import main
-from suite.harness.plan import makespan
-from suite.harness.records import append_record, make_record, read_records
+from suite.run.pool.estimates import makespan
+from suite.run.records import append_record, make_record, read_records
 from tiny_jobs import plugin_env, write_tiny_task
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
@@ -49,7 +49,7 @@ def test_plan_estimates_from_earlier_records_and_counts_what_is_done(tasks, caps
     planned = plan(capsys, "--seq-len", "8,16,24", "--attn", "softmax")
     keys = {j["L"]: j["key"] for j in planned["jobs"]}
     earlier = tasks / "earlier"
-    from suite.harness.execute import device_env
+    from suite.run.job import device_env
 
     name = device_env("cpu")["device_name"]
 
@@ -158,7 +158,7 @@ def test_a_second_run_on_the_same_out_is_refused_at_once(tasks):
 def test_plan_totals_leave_jobs_without_data_out_of_the_times():
     import pandas as pd
 
-    from suite.harness.plan import duration, plan_totals
+    from suite.run.pool.estimates import duration, plan_totals
 
     frame = pd.DataFrame({"done": [False, False, True], "data": ["real", "missing", "real"],
                           "est_s": [100.0, 1e9, 50.0]})
@@ -173,7 +173,7 @@ def test_a_plan_needs_no_torch_once_the_attention_specs_and_the_device_speed_are
     env = {k: v for k, v in os.environ.items() if k not in ("EA_SUITE_PLUGINS", "EA_SUITE_TASKS")}
     env["EA_SUITE_CACHE"] = str(tmp_path / "cache")
     # (the CPUs count as quiet here, so the speed measured first is the one kept: see the next test for busy ones)
-    code = ("import sys; import suite.harness.plan as p; p.cpus_busy = lambda cpus: False; "
+    code = ("import sys; import suite.run.pool.estimates as p; p.cpus_busy = lambda cpus: False; "
             "from suite.cli import main; "
             "rc = main(['suite', '--plan', '--profile', 'full', '--device', 'cpu', '--format', 'json']); "
             "print('\\ntorch imported:', 'torch' in sys.modules, 'rc', rc)")
@@ -194,7 +194,7 @@ def test_a_plan_needs_no_torch_once_the_attention_specs_and_the_device_speed_are
 
 
 def test_the_device_speed_is_measured_once_per_machine(tmp_path, monkeypatch):
-    from suite.harness import plan as planning
+    from suite.run.pool import estimates as planning
 
     monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path))
     monkeypatch.setattr(planning, "cpus_busy", lambda cpus: False)
@@ -216,7 +216,7 @@ def test_the_device_speed_is_measured_once_per_machine(tmp_path, monkeypatch):
 
 def test_a_device_speed_measured_on_busy_cpus_is_measured_again_once_they_are_quiet(tmp_path, monkeypatch):
     # a plan beside a night's training measured a share of the machine (7x low here once) and kept it for good
-    from suite.harness import plan as planning
+    from suite.run.pool import estimates as planning
 
     monkeypatch.setenv("EA_SUITE_CACHE", str(tmp_path))
     busy, speeds = [True], [1.6e10, 1.2e11]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from suite.harness.records import (RECORD_FIELDS, RecordsWriteError, append_record, base_env, job_key, latest_by_key,
+from suite.run.records import (RECORD_FIELDS, RecordsWriteError, append_record, base_env, job_key, latest_by_key,
                                    make_record, ok_keys, read_records)
 
 CONFIG = {"builder": "kernels", "metric": "fwd_ms", "direction": "min", "data": {"source": "random-normal"},

@@ -15,10 +15,10 @@ from rich.console import Console
 from tiny_jobs import plugin_env, write_tiny_task
 
 from suite.errors import UsageError
-from suite.harness.execute import JobSpec, run_job
-from suite.harness.jobproc import JobProcess
-from suite.harness.records import job_slug, read_records
-from suite.harness.runner import (
+from suite.run.job import JobSpec, run_job
+from suite.run.pool.process import JobProcess
+from suite.run.records import job_slug, read_records
+from suite.run.pool.runner import (
     Interrupted,
     Slot,
     _payload,
@@ -250,7 +250,7 @@ def test_a_cpu_allocation_failure_is_recorded_as_oom():
 
 
 def test_a_job_the_oom_killer_ends_is_recorded_as_oom(tmp_path, tiny_plugins, monkeypatch):
-    from suite.harness import jobproc
+    from suite.run.pool import process as jobproc
 
     counts = iter([0, 1])  # the cgroup's oom_kill count rises while the job runs
     monkeypatch.setattr(jobproc, "oom_kill_count", lambda: next(counts))
@@ -260,7 +260,7 @@ def test_a_job_the_oom_killer_ends_is_recorded_as_oom(tmp_path, tiny_plugins, mo
 
 
 def test_a_job_killed_otherwise_stays_an_error(tmp_path, tiny_plugins, monkeypatch):
-    from suite.harness import jobproc
+    from suite.run.pool import process as jobproc
 
     monkeypatch.setattr(jobproc, "oom_kill_count", lambda: 0)
     (record,) = run_jobs(tiny_jobs_for(tmp_path, '{steps: 1, inject: {"8": crash}}', [8]), tmp_path / "out",
@@ -269,7 +269,7 @@ def test_a_job_killed_otherwise_stays_an_error(tmp_path, tiny_plugins, monkeypat
 
 
 def test_the_error_of_a_job_is_its_root_exception_in_one_line():
-    from suite.harness.execute import one_line
+    from suite.run.job import one_line
 
     worker = ValueError("Caught ValueError in DataLoader worker process 5.\nOriginal Traceback (most recent call "
                         "last):\n  File \"x.py\", line 1, in f\n    g()\nValueError: bits must be between or "
@@ -375,7 +375,7 @@ def test_records_a_read_only_disk_refuses_stop_the_run_in_one_line_with_exit_1(t
 ])
 def test_an_unusable_out_exits_2_in_one_line_before_any_job(tmp_path, capsys, monkeypatch, out, message):
     from suite.cli import main
-    from suite.harness.records import append_record, make_record
+    from suite.run.records import append_record, make_record
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("a regular file")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from slurm_cluster import SlurmCluster
-from suite.harness.records import read_records
+from suite.run.records import read_records
 from tiny_jobs import plugin_env, write_tiny_task
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"

@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from suite.harness.builders import BuildContext
-from suite.harness.execute import seed_everything
-from suite.harness.train import DivergedError, lr_factor, resolve_steps, train_and_evaluate
+from suite.run.builders import BuildContext
+from suite.run.job import seed_everything
+from suite.run.train import DivergedError, lr_factor, resolve_steps, train_and_evaluate
 from tiny_jobs import TinyModel, build_tiny
 
 DESIGN_METRICS = {"accuracy", "loss", "train_loss", "train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s",

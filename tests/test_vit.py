@@ -18,9 +18,9 @@ from suite.data import DataMissingError
 from suite.data import vision
 from suite.data.vision import ImageArrays, load_cifar, load_mnist_5k, load_vision
 from suite.errors import UsageError
-from suite.harness.builders import BuildContext, get_builder
-from suite.harness.execute import seed_everything
-from suite.harness.train import attention_backends, train_and_evaluate
+from suite.run.builders import BuildContext, get_builder
+from suite.run.job import seed_everything
+from suite.run.train import attention_backends, train_and_evaluate
 from suite.models.config import nearest_geometry, token_count
 from suite.models.vit import create_vit
 from suite.families.vit import job_geometry, train_batch_size
@@ -289,8 +289,8 @@ def test_missing_image_folder_and_fashion_mnist_raise_the_documented_error(tmp_p
 
 
 def test_a_missing_data_set_makes_the_job_skipped(tmp_path):
-    from suite.harness.execute import run_job
-    from suite.harness.runner import plan_jobs
+    from suite.run.job import run_job
+    from suite.run.pool.runner import plan_jobs
 
     task = load_task_file(TASKS_ROOT / "vit" / "vit-cifar100.yaml")
     (spec,) = plan_jobs([task], "smoke", ["softmax"], 1, [65])

@@ -25,9 +25,9 @@ from torch import nn
 
 from suite.attention import build_attention
 from suite.data import DataMissingError
-from suite.harness.artifacts import atomic_folder
-from suite.harness.builders import BuildContext, Job, register_builder
-from suite.harness.hparams import TRAINING, HParam
+from suite.run.artifacts import atomic_folder
+from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.hparams import TRAINING, HParam
 
 TESTS_DIR = Path(__file__).resolve().parent
 _HELD: list = []  # what a job keeps until its process exits

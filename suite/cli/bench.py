@@ -37,7 +37,7 @@ _MODE_TITLE = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "decode": "decode/token"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from suite.harness.measure import DTYPES, LEVELS
+    from suite.run.measure import DTYPES, LEVELS
 
     p.add_argument("--attn", default="ea,softmax",
                    help="attention specs separated by ';' or ',' (a bare key=value continues the spec before it), "
@@ -87,7 +87,7 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], str, Any, float, str
     """Everything checked before the first point: specs, modes, device, dtype, tolerance, baseline."""
     import torch
 
-    from suite.harness.measure import MODES, torch_dtype
+    from suite.run.measure import MODES, torch_dtype
 
     specs = resolve_specs(args.attn, args.order)
     bad = [m for m in args.mode if m not in MODES]
@@ -117,7 +117,7 @@ def measure_points(specs: list[str], lengths: list[int], modes: list[str], args:
     """One row per attention, L and mode: status, times (median, min, max, repeats), memory, check error."""
     import torch
 
-    from suite.harness.measure import TIME_KEYS, measure_attention
+    from suite.run.measure import TIME_KEYS, measure_attention
 
     points = []
     for spec in specs:
@@ -176,8 +176,8 @@ def tables(points: list[dict[str, Any]], specs: list[str], modes: list[str], bas
     """(point table, scaling table) as DataFrames ready for compare's rich/markdown renderers."""
     import pandas as pd
 
-    from suite.harness.compare import crossover_cell
-    from suite.harness.measure import loglog_slope
+    from suite.analysis.compare import crossover_cell
+    from suite.analysis.scaling import loglog_slope
 
     by_key = {(p["attention"], p["L"], p["mode"]): p for p in points}
     lengths = sorted({p["L"] for p in points})
@@ -221,7 +221,7 @@ def tables(points: list[dict[str, Any]], specs: list[str], modes: list[str], bas
 def _machine(device: str) -> dict[str, Any]:
     import torch
 
-    from suite.harness.execute import device_env
+    from suite.run.job import device_env
 
     env = device_env(device)
     return {"device": device, "device_name": env["device_name"], "cpu_threads": torch.get_num_threads(),
@@ -233,8 +233,8 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from suite.console import make_console
-    from suite.harness.compare import markdown_table, rich_table
-    from suite.harness.measure import machine_load
+    from suite.analysis.compare import markdown_table, rich_table
+    from suite.run.measure import machine_load
 
     specs, device, dtype, tolerance, baseline = _validate(args)
     out = args.out or Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench"

@@ -66,9 +66,9 @@ def _device_and_card(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from suite.harness import gpu_check
-    from suite.harness.gpu_check import plan as plan_mod
-    from suite.harness.gpu_check import runner
+    from suite import gpu_check
+    from suite.gpu_check import plan as plan_mod
+    from suite.gpu_check import runner
 
     if args.card and not args.plan:
         raise UsageError("--card applies to --plan only (a run measures the card it has)")
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if estimate > budget:
         raise UsageError(f"the plan is estimated at {plan_mod.format_duration(estimate)}, over the budget of "
                          f"{plan_mod.format_duration(budget)}; pass --budget {int(estimate * 1.2)} to run it anyway")
-    from suite.harness.rundir import ensure_out_dir
+    from suite.run.pool.rundir import ensure_out_dir
 
     ensure_out_dir(args.out, subdirs=())
     try:

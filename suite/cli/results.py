@@ -9,7 +9,7 @@ from suite.errors import UsageError
 
 
 def compare(args: argparse.Namespace) -> int:
-    from suite.harness.compare import DEFAULT_BASELINE, NO_LRA_TASKS, check_baseline, load_runs, lra_frame, render
+    from suite.analysis.compare import DEFAULT_BASELINE, NO_LRA_TASKS, check_baseline, load_runs, lra_frame, render
 
     try:
         frame = load_runs(args.runs)
@@ -32,7 +32,7 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from suite.harness.report import write_report
+    from suite.analysis.report import write_report
 
     try:
         path = write_report(args.runs, args.out, args.baseline)
@@ -60,7 +60,7 @@ and compared run to run; they need --out DIR."""
 
 
 def add_parsers(sub) -> None:
-    from suite.harness.compare import DEFAULT_BASELINE, FORMATS, REFERENCES
+    from suite.analysis.compare import DEFAULT_BASELINE, FORMATS, REFERENCES
 
     baseline_help = (f"the attention every other is compared with, paired by seed (default: {DEFAULT_BASELINE}); "
                      "probes (probe:...) cannot be the baseline")

@@ -145,7 +145,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _resolve_device(device: str) -> str:
-    from suite.harness.execute import resolve_device
+    from suite.run.job import resolve_device
 
     try:
         return resolve_device(device)
@@ -156,8 +156,8 @@ def _resolve_device(device: str) -> str:
 def _slots(args: argparse.Namespace, device: str) -> list:
     """The worker pool: --devices (checked against what torch sees), else every visible GPU for a CUDA run with
     several, else --workers slots on the device."""
-    from suite.harness.execute import resolve_device
-    from suite.harness.runner import make_slots
+    from suite.run.job import resolve_device
+    from suite.run.pool.runner import make_slots
 
     devices = args.devices
     if devices:
@@ -191,7 +191,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: str,
                attentions: list[str] | None = None) -> int:
-    from suite.harness.runner import (default_out_dir, plan_jobs, print_summary, run_in_process, run_jobs,
+    from suite.run.pool.runner import (default_out_dir, plan_jobs, print_summary, run_in_process, run_jobs,
                                       start_job_server)
 
     if args.resume and args.out is None:
@@ -212,8 +212,8 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
     out = args.out or default_out_dir(name)
     console = make_console()
     if args.launcher != "local":
-        from suite.harness.runner import run_on_slurm
-        from suite.harness.slurm import SlurmOptions
+        from suite.run.pool.runner import run_on_slurm
+        from suite.run.pool.slurm import SlurmOptions
 
         options = SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_job=args.gpus_per_job,
                                cpus_per_job=args.cpus_per_job, mem_gb=args.mem,
@@ -236,7 +236,7 @@ def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: 
         banner = (f"{len(jobs)} jobs on {where} ({len(slots)} at a time), profile {args.profile}; "
                   f"records in {out}/records.jsonl")
         if len(slots) > 1:
-            from suite.harness.plan import longest_first
+            from suite.run.pool.estimates import longest_first
 
             jobs = longest_first(jobs, out, device, [Path(h) for h in args.history])
         summary = run_jobs(jobs, out, device=device, data_root=args.data_root, job_timeout=args.job_timeout,
@@ -259,14 +259,14 @@ def _size(nbytes: float | None) -> str:
 
 
 def _print_plan(args: argparse.Namespace, jobs: list) -> int:
-    """``--plan``: every job and the totals (suite.harness.plan), as a table, JSON or CSV; runs nothing."""
+    """``--plan``: every job and the totals (suite.run.pool.estimates), as a table, JSON or CSV; runs nothing."""
     import json
     import sys
 
     from rich.table import Table
 
-    from suite.harness.plan import duration, plan_frame, plan_totals
-    from suite.harness.rundir import done_keys
+    from suite.run.pool.estimates import duration, plan_frame, plan_totals
+    from suite.run.pool.rundir import done_keys
 
     device = _resolve_device(args.device)
     workers = len(_slots(args, device))
@@ -299,7 +299,7 @@ def _print_plan(args: argparse.Namespace, jobs: list) -> int:
     console.print(f"{totals['jobs']} jobs: {totals['done']} already ok, {totals['to_run']} to run{skipped}; about "
                   f"{duration(totals['job_seconds'])} of job time, {duration(totals['wall_seconds'])} of wall time on "
                   f"{workers} worker(s). Estimates: 'record'/'similar' from earlier records on this device, 'model' "
-                  "from a rough cost model (suite.harness.plan)", markup=False, highlight=False)
+                  "from a rough cost model (suite.run.pool.estimates)", markup=False, highlight=False)
     return 0
 
 
@@ -313,7 +313,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """Run a task's learnability probes (models without attention) as jobs like any other: attention
     ``probe:<name>``, same data, L, budget and evaluation as the task's attentions."""
-    from suite.harness.builders import PROBE_PREFIX
+    from suite.run.records import probe_attention
     from suite.tasks import select_tasks
 
     if args.attn:
@@ -327,7 +327,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--probe {unknown[0]}: not a probe of {task.name}; its probes: {', '.join(offered)}")
     return _run_tasks(args, [task], stop_on_skip=True, name=f"{task.name}-probe",
-                      attentions=[PROBE_PREFIX + n for n in dict.fromkeys(names)])
+                      attentions=[probe_attention(n) for n in dict.fromkeys(names)])
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
@@ -335,7 +335,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from suite.tasks import select_tasks
 
     if args.collect:
-        from suite.harness.runner import collect_slurm, print_summary
+        from suite.run.pool.runner import collect_slurm, print_summary
 
         if args.out is None:
             raise UsageError("--collect needs --out DIR (the run whose Slurm jobs to gather)")

@@ -6,7 +6,7 @@ register) and their evaluation.
 - ``lm``: causal language modelling (``lm``) and decoding against L (``lm-decode``)
 - ``kernels``: one attention timed at one L, checked first (``kernels``)
 
-Importing this package registers every builder with ``suite.harness.builders`` (timm's habit); the harness
+Importing this package registers every builder with ``suite.run.builders`` (timm's habit); the harness
 itself imports no family. A family module imports nothing heavy at its top (no torch, model or data pipeline):
 the CLI imports every family to read the declarations and to plan a night in seconds; a builder imports what it
 builds with when it is called.

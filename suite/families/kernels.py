@@ -1,6 +1,6 @@
 """The kernels family (builder ``kernels``): time one attention at one L (fwd, fwd+bwd, decode) on random inputs.
 
-Each mode calls ``suite.harness.measure.measure_attention``, which checks the timed path against the
+Each mode calls ``suite.run.measure.measure_attention``, which checks the timed path against the
 attention's reference on the same shape before timing it. The job fails (status ``error``, no timing kept)
 when a mode returns no ``check_error`` or one above ``max_check_error``: a fast wrong kernel never produces a
 row. ``level``: ``op`` times the attention core on q, k, v; ``module`` the whole layer with its projections.
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from suite.harness import measure as measuring
-from suite.harness.builders import BuildContext, Job, register_builder
-from suite.harness.hparams import HParam
-from suite.harness.measure import DTYPES, LEVELS, MODES, torch_dtype
-from suite.harness.plan import attention_flops_per_token
+from suite.run import measure as measuring
+from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.hparams import HParam
+from suite.run.measure import DTYPES, LEVELS, MODES, torch_dtype
+from suite.run.pool.estimates import attention_flops_per_token
 
 _WORST_OVER_MODES = ("peak_mem_bytes", "check_error")
 _PER_MODE = ("tokens_per_s", "peak_mem_bytes", "time_min_ms", "time_max_ms")

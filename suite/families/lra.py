@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from suite.data.lra import PIXEL_TASKS
 from suite.data.lra.status import lra_data_status
 from suite.families.classifier import evaluate_classifier
-from suite.harness.builders import PROBE_PREFIX, BuildContext, Job, register_builder
-from suite.harness.hparams import TRAINING, HParam
-from suite.harness.plan import transformer_cost
+from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.records import probe_name
+from suite.run.hparams import TRAINING, HParam
+from suite.run.pool.estimates import transformer_cost
 from suite.models.config import LRAConfig
 
 if TYPE_CHECKING:
@@ -185,12 +186,12 @@ def build_lra_job(ctx: BuildContext) -> Job:
                     dropout=float(hp["dropout"]), pool=hp["pool"], pos_emb=hp["pos_emb"])
     info = train.describe()
     info.update(eval_split=evald.split, eval_examples=len(evald), eval_source=evald.source)
-    if ctx.attention == PROBE_PREFIX + "tfidf":
+    probe = probe_name(ctx.attention)
+    if probe == "tfidf":
         check_probe("tfidf", task)
         return Job(measure=lambda: tfidf_probe(train, evald), data_info=info)
-    if ctx.attention.startswith(PROBE_PREFIX):
-        model = build_probe(ctx.attention[len(PROBE_PREFIX):], task, train.vocab_size, train.num_classes,
-                            train.tokens2 is not None)
+    if probe is not None:
+        model = build_probe(probe, task, train.vocab_size, train.num_classes, train.tokens2 is not None)
     else:
         model = (LRADualClassifier if train.tokens2 is not None else LRAClassifier)(ctx.attention, cfg)
     batch_size = int(hp["batch_size"])

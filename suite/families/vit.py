@@ -21,9 +21,9 @@ from typing import Any
 
 from suite.data.vision import DEFAULT_RANDAUGMENT, ImageArrays, VisionData, load_vision, vision_data_status
 from suite.families.classifier import evaluate_classifier
-from suite.harness.builders import BuildContext, Job, register_builder
-from suite.harness.hparams import TRAINING, HParam
-from suite.harness.plan import transformer_cost
+from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.hparams import TRAINING, HParam
+from suite.run.pool.estimates import transformer_cost
 from suite.models.config import PRESETS, Geometry, nearest_geometry, valid_geometries
 
 #: the suite's pooling words -> timm's global_pool

@@ -6,7 +6,7 @@ A task file::
     name: lra-listops                # must equal the file name without .yaml
     family: lra                      # must equal the directory name
     description: ListOps, nested list operations, 10 classes
-    builder: lra                     # a registered builder (suite.harness.builders; suite.families)
+    builder: lra                     # a registered builder (suite.run.builders; suite.families)
     data: {source: lra-listops, task: listops}   # the data set it reads; more keys go to the builder
     metric: {name: accuracy, direction: max}
     seq_len: [2000]                  # the published length(s); a profile may override
@@ -40,8 +40,8 @@ from typing import Any
 import yaml
 
 from suite.errors import UsageError
-from suite.harness.builders import Builder, get_builder, load_plugins
-from suite.harness.hparams import resolve, unknown_key_message
+from suite.run.builders import Builder, get_builder, load_plugins
+from suite.run.hparams import resolve, unknown_key_message
 
 TASKS_ROOT = Path(str(importlib.resources.files("suite.tasks")))  # the YAML files ship inside the package
 TASKS_ENV = "EA_SUITE_TASKS"
@@ -304,7 +304,7 @@ def plugin_modules() -> list[str]:
 def registered_builders() -> dict[str, Builder]:
     """Every builder: the suite's families and the plugins of ``$EA_SUITE_PLUGINS`` (imported here)."""
     import suite.families  # noqa: F401  (registers the suite's builders)
-    from suite.harness.builders import builder_names
+    from suite.run.builders import builder_names
 
     try:
         load_plugins(plugin_modules())

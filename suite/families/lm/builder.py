@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from suite.data.text import text_data_status
-from suite.harness.builders import BuildContext, Job, register_builder
-from suite.harness.hparams import TRAINING, HParam
-from suite.harness.measure import DTYPES, torch_dtype
-from suite.harness.plan import transformer_cost
+from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.hparams import TRAINING, HParam
+from suite.run.measure import DTYPES, torch_dtype
+from suite.run.pool.estimates import transformer_cost
 from suite.models.config import POS_EMB_KINDS, LMConfig
 
 _MODEL = LMConfig()

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from suite.data.tokenizer import tokenizer_from_dict
-from suite.harness.artifacts import atomic_folder
+from suite.run.artifacts import atomic_folder
 from suite.models.config import LMConfig
 from suite.models.lm import DecoderLM
 
@@ -23,7 +23,7 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(path: str | Path, model: DecoderLM, tokenizer: Any, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``path/model.pt`` and ``path/config.json`` all or nothing (a failed write, e.g. a full disk, leaves no
-    partial checkpoint: ``suite.harness.artifacts.atomic_folder``); returns the folder."""
+    partial checkpoint: ``suite.run.artifacts.atomic_folder``); returns the folder."""
     folder = Path(path)
     if tokenizer.vocab_size != model.cfg.vocab_size:
         raise ValueError(f"tokenizer vocab_size {tokenizer.vocab_size} != model vocab_size {model.cfg.vocab_size}")

@@ -7,11 +7,11 @@
   steps after ``warmup_steps`` untimed ones; ``decode_tokens_per_s`` = batch_size / that median
 - ``state_bytes``: bytes held by every layer's decoding state right after the prefill (softmax: K and V caches,
   which grow with L; EA: the (A_n, B_n) sums, constant in L)
-- ``peak_mem_bytes`` (``suite.harness.measure``: CUDA allocator peak, or the process's peak RSS on a CPU)
+- ``peak_mem_bytes`` (``suite.run.measure``: CUDA allocator peak, or the process's peak RSS on a CPU)
 - ``prefill_backend`` / ``step_backend``: what the first layer's mixer actually ran
 - ``status``: "ok" or "oom" (a length that ran out of memory; the longer ones are still tried)
 
-Times use ``suite.harness.measure.Stopwatch`` (CUDA synchronised at both ends), after one untimed warm-up
+Times use ``suite.run.measure.Stopwatch`` (CUDA synchronised at both ends), after one untimed warm-up
 prefill and step at the shortest length. Lengths are a parameter: 64k contexts are for GPUs.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from suite.harness.measure import Stopwatch, memory_measure, peak_memory_bytes, reset_peak_memory
+from suite.run.measure import Stopwatch, memory_measure, peak_memory_bytes, reset_peak_memory
 
 
 def _is_oom(err: BaseException) -> bool:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from suite.harness.gpu_check import report
-from suite.harness.gpu_check.plan import TIMED, RowSpec, Shapes, format_duration
+from suite.gpu_check import report
+from suite.gpu_check.plan import TIMED, RowSpec, Shapes, format_duration
 
 #: a row slower than this makes the same attention skip its longer lengths
 SLOW_ROW_S = 60.0
@@ -49,7 +49,7 @@ def _die_with_parent() -> None:
 def _worker_main(conn, device: str, shapes: dict[str, Any], ea_backend: str) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt does
-    from suite.harness.gpu_check.rows import serve
+    from suite.gpu_check.rows import serve
 
     serve(conn, device, shapes, ea_backend)
 

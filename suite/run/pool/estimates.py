@@ -26,8 +26,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from suite.harness.execute import JobSpec
-from suite.harness.records import latest_by_key, read_records
+from suite.run.job import JobSpec
+from suite.run.records import latest_by_key, read_records
 
 EFFICIENCY = 0.25  # share of the matmul probe's throughput a training step reaches (CPU, fp32; rough)
 STARTUP_S = 5.0  # a job's own start: its process, imports, data loading (s)
@@ -74,7 +74,7 @@ def device_flops(device: str = "cpu", keep: bool = True) -> float:
 def cpus_busy(cpus: int) -> bool:
     """Whether other work holds the CPUs now: a 1-minute load average of at least half of ``cpus`` (a matmul
     probe then measures a share of the machine, not the machine); False where the OS has no load average."""
-    from suite.harness.measure import machine_load
+    from suite.run.measure import machine_load
 
     load = machine_load()
     return load is not None and load >= cpus / 2
@@ -83,7 +83,7 @@ def cpus_busy(cpus: int) -> bool:
 def _measure_flops(device: str) -> float:
     import torch
 
-    from suite.harness.measure import synchronize
+    from suite.run.measure import synchronize
 
     a = torch.randn(512, 512, device=device)
     b = torch.randn(512, 512, device=device)
@@ -101,7 +101,7 @@ def _measure_flops(device: str) -> float:
 
 def device_name(device: str) -> str:
     """The device's name as records give it (``env.device_name``); a CPU's without importing torch."""
-    from suite.harness.execute import cpu_name, device_env
+    from suite.run.job import cpu_name, device_env
 
     return cpu_name() if device == "cpu" else str(device_env(device)["device_name"])
 

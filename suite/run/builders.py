@@ -1,10 +1,10 @@
 """The job contract: a builder turns one job (task config, attention, L, seed, settings) into a ``Job``.
 
 A task file names its builder (``builder: vit``); the builder is a function registered under that name with
-the hyperparameters it reads (``suite.harness.hparams``)::
+the hyperparameters it reads (``suite.run.hparams``)::
 
-    from suite.harness.builders import BuildContext, Job, register_builder
-    from suite.harness.hparams import TRAINING, HParam
+    from suite.run.builders import BuildContext, Job, register_builder
+    from suite.run.hparams import TRAINING, HParam
 
     @register_builder("vit", hparams=[*TRAINING, HParam("depth", "int", 4, "transformer blocks", low=1)])
     def build_vit_job(ctx: BuildContext) -> Job:
@@ -27,7 +27,7 @@ must say which data actually ran: ``{"source": name, "substitute": bool, ...}``.
 Two kinds of job:
 
 - training jobs: ``model``, ``train_batches``, ``loss_fn``, ``eval_batches``, ``evaluate``. The one loop in
-  ``suite.harness.train`` trains with AdamW for ``hparams["steps"]`` steps (or ``epochs`` x
+  ``suite.run.train`` trains with AdamW for ``hparams["steps"]`` steps (or ``epochs`` x
   ``steps_per_epoch``), then calls ``evaluate(model, batches)`` on the eval batches (already on the device)
   under ``torch.no_grad()`` and times it for inference throughput. ``extra_eval(model)`` may add untimed
   metrics afterwards (decoding speed, lm-eval scores).
@@ -45,11 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from suite.harness.hparams import HParam, by_name, check_hparams, resolve
-
-#: a job's attention spec that names a learnability probe instead of an attention: "probe:<name>"
-PROBE_PREFIX = "probe:"
-
+from suite.run.hparams import HParam, by_name, check_hparams, resolve
 
 @dataclass(frozen=True)
 class BuildContext:
@@ -87,7 +83,7 @@ class Job:
     measure: Callable[[], dict[str, Any]] | None = None  # measurement job
     backends: dict[str, str] = field(default_factory=dict)  # attention -> backend used (measurement jobs)
     warnings: list[str] = field(default_factory=list)  # what went wrong without spoiling the result (record env)
-    curve: dict[str, Any] | None = None  # the learning curve the training loop leaves (suite.harness.train)
+    curve: dict[str, Any] | None = None  # the learning curve the training loop leaves (suite.run.train)
 
     def save_artifact(self, what: str, save: Callable[[], Any]) -> None:
         """Run ``save()`` (a write to the job's artifacts folder); an OSError (full or read-only disk) becomes a
@@ -122,7 +118,7 @@ class Builder:
     ``full`` profile end to end on a CPU in minutes). ``data_status(data section, data root)`` says, without
     loading anything, which data a job would use: ("real" | "substitute" | "generated" | "missing", detail; for
     missing data the instructions). ``cost(hparams, data section, L, attention)`` is a job's rough (FLOPs, peak bytes), for
-    the plan's estimates where no earlier record says better (``suite.harness.plan``). ``probes(data section)``
+    the plan's estimates where no earlier record says better (``suite.run.pool.estimates``). ``probes(data section)``
     names the learnability probes a task of this builder offers ({name: what it is}; ``run_suite.py probe``): a
     job whose attention is ``probe:<name>`` gets that probe model in place of the model with attention.
     """

@@ -37,6 +37,25 @@ from pathlib import Path
 from typing import Any, Iterable
 
 RECORDS_FILE = "records.jsonl"
+#: where each training job's learning curve lies beside its record: OUT/curves/<job>.json
+CURVES_DIR = "curves"
+#: a record's attention that names a learnability probe (a model without attention) instead of an attention
+PROBE_PREFIX = "probe:"
+
+
+def is_probe(attention: str) -> bool:
+    """Whether a record's ``attention`` names a learnability probe (``probe:<name>``), not an attention."""
+    return attention.startswith(PROBE_PREFIX)
+
+
+def probe_attention(name: str) -> str:
+    """The ``attention`` under which probe ``name`` is planned and recorded."""
+    return PROBE_PREFIX + name
+
+
+def probe_name(attention: str) -> str | None:
+    """The probe an ``attention`` names (``probe:gru`` -> ``gru``), None for an attention."""
+    return attention[len(PROBE_PREFIX):] if is_probe(attention) else None
 STATUSES = ("ok", "oom", "diverged", "timeout", "error", "skipped")
 RECORD_FIELDS = ("key", "task", "family", "attention", "profile", "seed", "seq_len", "status", "error",
                  "metrics", "config", "data", "env", "started_at", "wall_s")

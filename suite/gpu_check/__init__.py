@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import re
 
-from suite.harness.gpu_check.plan import TINY, RowSpec, Shapes, card_for, plan_rows, total_estimate
-from suite.harness.gpu_check.targets import TARGETS, evaluate_targets
+from suite.gpu_check.plan import TINY, RowSpec, Shapes, card_for, plan_rows, total_estimate
+from suite.gpu_check.targets import TARGETS, evaluate_targets
 
 __all__ = ["TARGETS", "TINY", "RowSpec", "Shapes", "card_for", "card_slug", "ea_backend", "evaluate_targets",
            "plan_rows", "total_estimate"]

@@ -1,6 +1,6 @@
 """The run directory ``OUT``: checked before the first job, owned by one run at a time, and what lives in it.
 
-    OUT/records.jsonl          one record per finished job (suite.harness.records)
+    OUT/records.jsonl          one record per finished job (suite.run.records)
     OUT/logs/<job>.log         each job's stdout/stderr and traceback (removed when empty)
     OUT/curves/<job>.json      each training job's learning curve (written after its record)
     OUT/artifacts/<job>/       what a job saves (LM checkpoints), written all or nothing
@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import UsageError
-from suite.harness.records import ok_keys, read_records_file, records_path
+from suite.run.records import CURVES_DIR, ok_keys, read_records_file, records_path
 
 ARTIFACTS_DIR = "artifacts"
-CURVES_DIR = "curves"
 LOCK_FILE = ".lock"
 MIN_FREE_BYTES = 16 << 20  # refuse to start a run on a disk with less room than this
 

@@ -1,10 +1,10 @@
 """Declared hyperparameters: every key a task file may set is declared, with its type, default and meaning.
 
-A builder registers with the list of ``HParam``s it reads (``suite.harness.builders.register_builder``); the
+A builder registers with the list of ``HParam``s it reads (``suite.run.builders.register_builder``); the
 task loader checks every task file against it (an unknown key is an error naming the closest declared one),
 fills in the declared defaults (the record's ``config.hparams`` is then complete), and ``run_suite.py list
 --hparams`` prints the declarations. ``TRAINING`` holds the keys the one training loop reads
-(``suite.harness.train``); training builders declare them too.
+(``suite.run.train``); training builders declare them too.
 
 One word per thing across families: ``heads``, ``dim``, ``batch_size``, ``pool`` (cls | mean). ``RENAMED``
 maps the old names to them and ``RENAMED_VALUES`` the old values (``pool: token | avg``), so an old task file (or
@@ -158,7 +158,7 @@ def resolve(values: Mapping[str, Any], declared: Mapping[str, HParam]) -> dict[s
     return out
 
 
-#: the keys of the one training loop (suite.harness.train); every training builder declares them too
+#: the keys of the one training loop (suite.run.train); every training builder declares them too
 TRAINING: tuple[HParam, ...] = (
     HParam("steps", "int", None, "optimizer steps (give steps or epochs)", low=1),
     HParam("epochs", "float", None, "passes over the training split, instead of steps", low=0, low_open=True),

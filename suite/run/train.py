@@ -10,7 +10,7 @@ training loss raises ``DivergedError``. Then it evaluates once and returns the m
 - ``train_samples_per_s``, ``train_tokens_per_s``: over every step but the first (which pays for allocation
   and compilation), summed over ranks under DDP; ``train_s``: wall seconds of all steps;
 - ``infer_samples_per_s``, ``infer_tokens_per_s``, ``eval_s``: the evaluation pass under ``torch.no_grad()``;
-- ``peak_mem_bytes``: peak memory of training plus evaluation (see ``suite.harness.measure``);
+- ``peak_mem_bytes``: peak memory of training plus evaluation (see ``suite.run.measure``);
 - ``params``: trainable and frozen parameters of the model; ``train_steps``; ``world_size`` under DDP, with
   ``ddp_param_max_diff`` (largest difference between ranks of per-tensor parameter checksums, 0 when the
   replicas agree).
@@ -24,7 +24,7 @@ TensorBoard event file there as they happen, to watch a night live.
 
 Under ``torchrun`` (``ctx.world_size > 1``, process group already initialised) the model is wrapped in
 ``DistributedDataParallel``; the builder shards the training data by rank; rank 0 evaluates.
-Hyperparameters (from ``ctx.hparams``): those of ``suite.harness.hparams.TRAINING`` (steps | epochs, lr,
+Hyperparameters (from ``ctx.hparams``): those of ``suite.run.hparams.TRAINING`` (steps | epochs, lr,
 weight_decay, betas, warmup_steps, schedule, min_lr_ratio, grad_clip, amp), whose declared defaults apply.
 """
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from suite.harness.builders import BuildContext, Job
-from suite.harness.hparams import TRAINING, by_name, resolve
-from suite.harness.measure import Stopwatch, peak_memory_bytes, reset_peak_memory, synchronize
+from suite.run.builders import BuildContext, Job
+from suite.run.hparams import TRAINING, by_name, resolve
+from suite.run.measure import Stopwatch, peak_memory_bytes, reset_peak_memory, synchronize
 
 _DIVERGENCE_CHECK_EVERY = 25
 

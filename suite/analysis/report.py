@@ -34,12 +34,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from suite.harness.compare import (DEFAULT_BASELINE, SCALING_METRICS, SUBSTITUTE_MARK, TIME_METRICS,
+from suite.analysis.compare import (DEFAULT_BASELINE, SCALING_METRICS, SUBSTITUTE_MARK, TIME_METRICS,
                                    attention_label, attention_order, check_baseline, footnotes, format_value,
                                    load_runs, lra_reference_table, markdown_table, markdown_tables, metric_stats,
                                    scaling_frame, scaling_note, scaling_table, task_tables)
-from suite.harness.records import latest_by_key, read_records
-from suite.harness.rundir import CURVES_DIR  # where every training job leaves its learning curve
+from suite.run.records import CURVES_DIR, latest_by_key, read_records
 
 #: the cost table's columns, in order, with their headers
 COST_METRICS = {"train_samples_per_s": "train samples/s", "train_tokens_per_s": "train tok/s",

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from suite.harness.gpu_check.plan import STEPS, Shapes, format_duration
-from suite.harness.gpu_check.targets import evaluate_targets
+from suite.gpu_check.plan import STEPS, Shapes, format_duration
+from suite.gpu_check.targets import evaluate_targets
 
 JSONL = "gpu_check.jsonl"
 FILES = (JSONL, "README.md", "checks.csv", "timings.csv", "targets.csv")
@@ -121,7 +121,7 @@ def render(folder: Path, header: dict[str, Any], rows: dict[str, dict[str, Any]]
              "rewritten after every row, so a run that was cut off ends at its last recorded row).", "",
              f"Command: `{header.get('command')}`", "",
              f"Estimated {format_duration(header.get('estimate_s', float('nan')))} for {header.get('cost_card')} "
-             f"(cost model: `suite/harness/gpu_check/plan.py`); budget {format_duration(header.get('budget_s', 0))}"
+             f"(cost model: `suite/gpu_check/plan.py`); budget {format_duration(header.get('budget_s', 0))}"
              + (f"; ran {format_duration(header['wall_s'])}" if "wall_s" in header else "") + ".", ""]
     if env:
         keep = {k: v for k, v in env.items() if k not in ("id", "kind", "step", "status", "what", "wall_s",

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from suite.harness.execute import JobSpec, run_job
+from suite.run.job import JobSpec, run_job
 
 
 def _exit_when_parent_dies() -> None:
@@ -71,7 +71,7 @@ def mp_context():
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "suite.harness.train", "suite.harness.execute"])
+        _CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "suite.run.train", "suite.run.job"])
     return _CONTEXT
 
 

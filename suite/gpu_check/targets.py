@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from suite.harness.gpu_check.plan import SDPA_KEYS, Shapes, timing_id
+from suite.gpu_check.plan import SDPA_KEYS, Shapes, timing_id
 
 #: the targets, worded as they are checked
 TARGETS = {

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from suite.data import DataMissingError
-from suite.harness.builders import BuildContext, Builder, get_builder
-from suite.harness.records import job_slug
+from suite.run.builders import BuildContext, Builder, get_builder
+from suite.run.records import job_slug
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def device_env(device: str) -> dict[str, Any]:
     ``torch_cuda_build`` is the version torch was built with), threads, how memory was measured."""
     import torch
 
-    from suite.harness.measure import memory_measure
+    from suite.run.measure import memory_measure
 
     cuda = device.startswith("cuda")
     return {"device": device, "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
@@ -154,8 +154,8 @@ def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int 
     ``data_root``, ``download`` and ``artifacts_dir`` reach the builder as ``BuildContext`` fields;
     ``tensorboard`` (a folder) receives the job's curve live.
     """
-    from suite.harness.measure import machine_load
-    from suite.harness.train import DivergedError, attention_backends, train_and_evaluate
+    from suite.run.measure import machine_load
+    from suite.run.train import DivergedError, attention_backends, train_and_evaluate
 
     outcome: dict[str, Any] = {"status": "error", "error": None, "traceback": None, "metrics": {},
                                "data": {"source": spec.config["data"]["source"], "substitute": None}, "env": {}}

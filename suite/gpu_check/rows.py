@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from suite.harness.gpu_check.plan import BASELINES, TIMED, TOLERANCE, Shapes
+from suite.gpu_check.plan import BASELINES, TIMED, TOLERANCE, Shapes
 
 #: errors after which the CUDA context cannot be trusted: the worker process is replaced
 POISON = re.compile(r"illegal memory access|illegal address|unspecified launch failure|device-side assert|"
@@ -91,7 +91,7 @@ def environment(ctx: Context) -> dict[str, Any]:
 # -- EA against the fp64 reference ----------------------------------------------------------------------
 
 def _rel(out, ref) -> float:
-    from suite.harness.measure import relative_error
+    from suite.run.measure import relative_error
 
     return relative_error(out, ref)
 
@@ -102,7 +102,7 @@ def ea_check(ctx: Context, case: str, L: int, D: int, dtype: str) -> dict[str, A
     import torch
 
     from suite.attention.ea import ea_attention
-    from suite.harness.measure import torch_dtype
+    from suite.run.measure import torch_dtype
 
     shapes = ctx.shapes
     B, H, t = shapes.batch, shapes.heads, shapes.order
@@ -172,7 +172,7 @@ def _ea_traffic(ctx: Context, L: int, mode: str) -> float | None:
 def timing(ctx: Context, key: str, mode: str, L: int) -> dict[str, Any]:
     """One timed row: check on the shape, then time (measure.measure_attention); decode rows: one step after a
     prefill of L tokens (EA's recurrent state, softmax's KV cache)."""
-    from suite.harness.measure import TIME_KEYS, measure_attention, torch_dtype
+    from suite.run.measure import TIME_KEYS, measure_attention, torch_dtype
 
     s = ctx.shapes
     if key == "mamba-scan":
@@ -214,7 +214,7 @@ def _scan_inputs(ctx: Context, L: int, dtype: str, requires_grad: bool):
     [B, N, L], D [Di] (Di = 2 x dim, N = 16), on the device."""
     import torch
 
-    from suite.harness.measure import torch_dtype
+    from suite.run.measure import torch_dtype
 
     s = ctx.shapes
     Di, N = 2 * s.heads * s.time_dim, 16
@@ -248,7 +248,7 @@ def time_selective_scan(ctx: Context, mode: str, L: int) -> dict[str, Any]:
     """mamba-ssm's ``selective_scan_fn`` timed as an op (EA's level), checked on its first 1,024 positions."""
     import torch
 
-    from suite.harness.measure import peak_call_bytes, time_call
+    from suite.run.measure import peak_call_bytes, time_call
 
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -281,7 +281,7 @@ def time_selective_scan(ctx: Context, mode: str, L: int) -> dict[str, Any]:
 
 def baseline_check(ctx: Context, key: str) -> dict[str, Any]:
     """A GPU baseline once against its own reference (relative error, fp32, L = baseline_length)."""
-    from suite.harness.measure import measure_attention
+    from suite.run.measure import measure_attention
 
     s = ctx.shapes
     tolerance = 1e-2  # fla's chunked kernels may use TF32 dots
@@ -305,7 +305,7 @@ def copy_bandwidth(ctx: Context, mib: int) -> dict[str, Any]:
     """Device-to-device copy of ``mib`` MiB: GB/s counting the read and the write."""
     import torch
 
-    from suite.harness.measure import time_call
+    from suite.run.measure import time_call
 
     src = torch.empty(mib * 2**20, dtype=torch.uint8, device=ctx.device)
     dst = torch.empty_like(src)
@@ -321,7 +321,7 @@ def launch_sweep(ctx: Context, L: int, max_s: float) -> dict[str, Any]:
     import torch
 
     from suite.attention.ea import triton_ops
-    from suite.harness.measure import time_call, torch_dtype
+    from suite.run.measure import time_call, torch_dtype
 
     s = ctx.shapes
     start = time.monotonic()

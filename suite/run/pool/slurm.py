@@ -23,9 +23,9 @@ from typing import Any
 
 from rich.console import Console
 
-from suite.harness.execute import JobSpec, run_job
-from suite.harness.records import RecordsWriteError, append_record, base_env, now_iso
-from suite.harness.rundir import ARTIFACTS_DIR, save_curve
+from suite.run.job import JobSpec, run_job
+from suite.run.records import RecordsWriteError, append_record, base_env, now_iso
+from suite.run.pool.rundir import ARTIFACTS_DIR, save_curve
 
 SLURM_DIR = "slurm"
 MANIFEST = "jobs.jsonl"

@@ -2,7 +2,7 @@
 
 - ``plan_jobs`` expands tasks into ``JobSpec``s (a job per attention, seed and sequence length).
 - ``run_jobs`` runs them on a pool of ``Slot``s (``make_slots``: one per GPU, or N on a CPU with the cores
-  split between them), each job in a fresh child process (``suite.harness.jobproc``: forked from a
+  split between them), each job in a fresh child process (``suite.run.pool.process``: forked from a
   ``forkserver`` that imported torch once, pinned to its slot's device through ``CUDA_VISIBLE_DEVICES``), in
   the order given (the CLI puts the longest first), with an optional per-job timeout. A crash, OOM,
   divergence, timeout or missing data set becomes that job's record and the run goes on. The parent is the
@@ -21,7 +21,7 @@ environment. ``plan_jobs(..., overrides={key: value})`` sets declared hyperparam
 tasks' ``--lm-eval-tasks``) in the resolved config, so they are part of the job key and of the record.
 ``download`` only permits fetching a missing data set: it is recorded in ``env.download`` but not part of the
 key (``--resume --download`` re-runs a job skipped for missing data under the same key). The layout of OUT is
-in ``suite.harness.rundir``.
+in ``suite.run.pool.rundir``.
 """
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ from rich.text import Text
 
 from suite.console import make_console
 from suite.errors import UsageError
-from suite.harness.builders import Builder
-from suite.harness.execute import JobSpec, run_job
-from suite.harness.hparams import unknown_key_message
-from suite.harness.jobproc import JobProcess, start_job_server
-from suite.harness.records import (RecordsWriteError, append_record, base_env, job_key, job_slug, latest_by_key,
+from suite.run.builders import Builder
+from suite.run.job import JobSpec, run_job
+from suite.run.hparams import unknown_key_message
+from suite.run.pool.process import JobProcess, start_job_server
+from suite.run.records import (RecordsWriteError, append_record, base_env, job_key, job_slug, latest_by_key,
                                    make_record, now_iso, read_records_file, records_path)
-from suite.harness.rundir import (ARTIFACTS_DIR, MIN_FREE_BYTES, RunDirLock, default_out_dir, done_keys,
+from suite.run.pool.rundir import (ARTIFACTS_DIR, MIN_FREE_BYTES, RunDirLock, default_out_dir, done_keys,
                                   ensure_out_dir, save_curve)
 
 FAILED = ("oom", "diverged", "timeout", "error")
@@ -324,10 +324,10 @@ def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSum
 def run_on_slurm(jobs: list[JobSpec], out: Path, options: Any, *, data_root: str | None = None,
                  resume: bool = False, download: bool = False, tensorboard: Path | None = None, wait: bool = True,
                  console: Console | None = None, min_free_bytes: int = MIN_FREE_BYTES) -> RunSummary:
-    """Run ``jobs`` as a Slurm job array (``suite.harness.slurm``): submit what is neither ok in OUT nor already
+    """Run ``jobs`` as a Slurm job array (``suite.run.pool.slurm``): submit what is neither ok in OUT nor already
     submitted and pending, then (``wait``) record each job as it ends. Ctrl-C stops waiting, not the jobs:
     ``collect_slurm`` (``suite --collect``) gathers them later."""
-    from suite.harness import slurm
+    from suite.run.pool import slurm
 
     console = console or make_console()
     out = Path(out)
@@ -356,7 +356,7 @@ def run_on_slurm(jobs: list[JobSpec], out: Path, options: Any, *, data_root: str
 
 def collect_slurm(out: Path, console: Console | None = None) -> RunSummary:
     """Record every job of OUT's Slurm array that has ended since the last look (``suite --collect``)."""
-    from suite.harness import slurm
+    from suite.run.pool import slurm
 
     console = console or make_console()
     out = Path(out)
@@ -383,7 +383,7 @@ def _owning(out: Path, console: Console) -> Iterator[None]:
 def _summarize(summary: RunSummary, jobs: list[JobSpec], out: Path, recorded_before: int, console: Console,
                waiting: bool) -> RunSummary:
     """Fill the summary from OUT's records; say what is still queued or running in Slurm."""
-    from suite.harness import slurm
+    from suite.run.pool import slurm
 
     keys = {job.key for job in jobs}
     path = records_path(out)
@@ -433,7 +433,7 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     """The torchrun path: each rank runs every job here under DDP (gloo on CPU, nccl on GPU); rank 0 records."""
     import torch.distributed as dist
 
-    from suite.harness.execute import resolve_device
+    from suite.run.job import resolve_device
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

@@ -25,7 +25,7 @@ the paired difference against a baseline attention, and across runs the run-to-r
   table mixes real and substitute data) and a footnote naming the data source, in every format.
 - ``render(..., fmt)``: ``rich`` (tables on the console), ``markdown`` (pipe tables), ``csv`` (long form: one
   row per run, task, metric, L and attention carrying the numbers of every table column, see ``CSV_FIELDS``).
-- ``render(..., reference="lra")`` adds the published LRA accuracies (``suite.harness.published_lra``, not
+- ``render(..., reference="lra")`` adds the published LRA accuracies (``suite.analysis.published``, not
   re-run) beside the measured accuracy of the LRA tasks: a table whose columns are the measured attentions and
   then ``published: <model> (<table>)``, with a footnote citing each source (rich, markdown); extra long-form
   rows with ``run`` = ``published`` and ``published`` = True (csv). Records without an LRA task get the one
@@ -45,10 +45,9 @@ from rich.table import Table
 from rich.text import Text
 
 from suite.console import make_console
-from suite.harness.builders import PROBE_PREFIX
-from suite.harness.measure import crossover_length, loglog_slope
-from suite.harness.published_lra import LRA_TASKS, PUBLISHED_LRA
-from suite.harness.records import latest_by_key, read_records
+from suite.analysis.scaling import crossover_length, loglog_slope
+from suite.analysis.published import LRA_TASKS, PUBLISHED_LRA
+from suite.run.records import is_probe, latest_by_key, read_records
 
 SUBSTITUTE_MARK = "†"
 DELTA_MARK = "*"
@@ -181,10 +180,6 @@ def verdict(delta: float, half: float, direction: str | None) -> str:
 
 
 # -- loading --------------------------------------------------------------------------------------------------
-
-def is_probe(attention: str) -> bool:
-    return attention.startswith(PROBE_PREFIX)
-
 
 def _run_label(path: Path) -> str:
     if path.is_dir():
