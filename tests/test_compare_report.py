@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from suite.cli import main
-from suite.analysis.compare import (CSV_FIELDS, format_pct, format_value, load_runs, metric_stats, paired_difference,
-                                   render, scaling_frame, student_t_quantile, table_columns, task_tables,
-                                   welch_difference)
+from suite.analysis.compare import render
+from suite.analysis.frames import load_runs, metric_stats, scaling_frame
+from suite.analysis.stats import paired_difference, student_t_quantile, welch_difference
+from suite.analysis.tables import CSV_FIELDS, table_columns, task_tables
+from suite.analysis.units import format_pct, format_value
 from suite.run.records import append_record, make_record
 
 T95_DF2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables; scipy.stats.t.ppf)
@@ -121,7 +123,7 @@ def test_the_baseline_difference_is_paired_by_seed_over_the_seeds_both_finished(
 
 def test_better_and_worse_follow_the_metric_direction():
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5})[:3] == (2, -0.5, 0.0)
-    from suite.analysis.compare import verdict
+    from suite.analysis.stats import verdict
 
     assert verdict(-0.5, 0.1, "min") == "better" and verdict(-0.5, 0.1, "max") == "worse"
     assert verdict(0.5, 0.1, "min") == "worse" and verdict(0.5, 0.1, None) == "differs"
@@ -166,7 +168,7 @@ def test_numbers_carry_their_units_and_sensible_digits():
 
 
 def test_a_metric_measured_at_a_length_or_on_a_split_keeps_its_unit_and_direction():
-    from suite.analysis.compare import metric_direction
+    from suite.analysis.units import metric_direction
 
     assert format_value("state_bytes_L32768", 67108864.0) == "67.1 MB"
     assert format_value("prefill_ms_L8192", 41.234) == "41.2 ms"
@@ -362,7 +364,7 @@ def write_curves(run, *, skip_seed=None):
 def test_seed_band_is_the_mean_and_min_max_over_seeds_on_a_common_grid():
     import numpy as np
 
-    from suite.analysis.report import seed_band
+    from suite.analysis.plots import seed_band
 
     x, mean, low, high = seed_band([(np.array([0.0, 2.0]), np.array([0.0, 2.0])),
                                     (np.array([0.0, 1.0, 2.0]), np.array([2.0, 2.0, 2.0]))])
@@ -385,7 +387,7 @@ def test_report_draws_the_learning_curves_and_links_them(runs, capsys):
 
 def test_load_curves_matches_latest_records_by_key_and_leaves_out_failed_jobs(runs, capsys):
     from suite.run.records import read_records
-    from suite.analysis.report import CURVES_DIR, load_curves
+    from suite.analysis.plots import CURVES_DIR, load_curves
     from suite.run.pool.rundir import CURVES_DIR as RUNNER_CURVES_DIR
 
     assert CURVES_DIR == RUNNER_CURVES_DIR  # report reads where the runner writes

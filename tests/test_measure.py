@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from suite.analysis.scaling import crossover_length, loglog_slope
+from suite.analysis.stats import crossover_length, loglog_slope
 from suite.run.measure import Stopwatch, peak_memory_bytes, reset_peak_memory
 
 

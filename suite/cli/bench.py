@@ -176,8 +176,8 @@ def tables(points: list[dict[str, Any]], specs: list[str], modes: list[str], bas
     """(point table, scaling table) as DataFrames ready for compare's rich/markdown renderers."""
     import pandas as pd
 
-    from suite.analysis.compare import crossover_cell
-    from suite.analysis.scaling import loglog_slope
+    from suite.analysis.units import crossover_cell
+    from suite.analysis.stats import loglog_slope
 
     by_key = {(p["attention"], p["L"], p["mode"]): p for p in points}
     lengths = sorted({p["L"] for p in points})
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from suite.console import make_console
-    from suite.analysis.compare import markdown_table, rich_table
+    from suite.analysis.tables import markdown_table, rich_table
     from suite.run.measure import machine_load
 
     specs, device, dtype, tolerance, baseline = _validate(args)

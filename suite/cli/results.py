@@ -9,7 +9,8 @@ from suite.errors import UsageError
 
 
 def compare(args: argparse.Namespace) -> int:
-    from suite.analysis.compare import DEFAULT_BASELINE, NO_LRA_TASKS, check_baseline, load_runs, lra_frame, render
+    from suite.analysis.compare import NO_LRA_TASKS, render
+    from suite.analysis.frames import DEFAULT_BASELINE, check_baseline, load_runs, lra_frame
 
     try:
         frame = load_runs(args.runs)
@@ -60,7 +61,8 @@ and compared run to run; they need --out DIR."""
 
 
 def add_parsers(sub) -> None:
-    from suite.analysis.compare import DEFAULT_BASELINE, FORMATS, REFERENCES
+    from suite.analysis.compare import FORMATS, REFERENCES
+    from suite.analysis.frames import DEFAULT_BASELINE
 
     baseline_help = (f"the attention every other is compared with, paired by seed (default: {DEFAULT_BASELINE}); "
                      "probes (probe:...) cannot be the baseline")

@@ -7,8 +7,8 @@
 
 Only the JSON lines are the record; the rest is rendered from them (``render``), each file written to a temporary
 name and renamed, so a kill during a write leaves the previous version. A line that is not JSON (a torn last
-line) is skipped when reading. Tables are plain pipe tables and CSV from the standard library: the GPU box needs
-nothing beyond its own packages to write them.
+line) is skipped when reading. Tables are the suite's pipe tables (``analysis.tables``) and CSV from the standard
+library: the GPU box needs nothing beyond its own packages to write them.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from suite.analysis.tables import pipe_table
 from suite.gpu_check.plan import STEPS, Shapes, format_duration
 from suite.gpu_check.targets import evaluate_targets
 
@@ -78,11 +79,9 @@ def cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "/")
 
 
-def pipe_table(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
-    """A Markdown pipe table of ``rows`` under ``columns`` ("-" where a row has no value)."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return lines
+def table(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """``rows`` under ``columns`` as pipe-table lines ("-" where a row has no value)."""
+    return pipe_table(columns, [[cell(r.get(c)) for c in columns] for r in rows]).splitlines()
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -129,7 +128,7 @@ def render(folder: Path, header: dict[str, Any], rows: dict[str, dict[str, Any]]
         lines += ["Environment: " + "; ".join(f"{k} {cell(v)}" for k, v in keep.items()), ""]
     lines += ["## Targets", "", "A timing counts only if its own check on the timed shape and the EA check it rests "
               "on passed; otherwise the target is *invalid*, never met.", ""]
-    lines += pipe_table(["target", "status", "detail", "rule"], targets)
+    lines += table(["target", "status", "detail", "rule"], targets)
     sections = {
         "screen": ("EA screen: the headline shapes against the fp64 reference (forward and gradients)", CHECK_COLUMNS),
         "headline": ("Headline timings (causal; median ms; peak = memory above the inputs during a call)",
@@ -149,11 +148,11 @@ def render(folder: Path, header: dict[str, Any], rows: dict[str, dict[str, Any]]
         got = [_timing_view(rows[p["id"]]) for p in planned if p["id"] in rows]
         lines += ["", f"## {title}", "", f"{len(got)} of {len(planned)} rows recorded.", ""]
         if got:
-            lines += pipe_table(columns, got)
+            lines += table(columns, got)
     sweep = rows.get("launch_sweep")
     if sweep and sweep.get("configs"):
         lines += ["", "Settings tried (ms of one fwd+bwd, checked against the defaults' result first):", ""]
-        lines += pipe_table(["num_splits", "block_l", "block_c", "ms", "status"], sweep["configs"])
+        lines += table(["num_splits", "block_l", "block_c", "ms", "status"], sweep["configs"])
     errors = [r for r in ordered if str(r.get("status", "")).startswith("error") and r.get("traceback")]
     if errors:
         lines += ["", "## Errors", ""]
