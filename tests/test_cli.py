@@ -244,13 +244,13 @@ def test_run_a_kernels_task_then_compare_and_report_it(tmp_path, capsys, monkeyp
 
 ENV_PROBE = '''
 import os
-from suite.run.builders import Job, register_builder
+from suite.run.builders import Workload, register_builder
 
 @register_builder("test-env-probe", [])
 def build_probe(ctx):
     seen = {name: value for name, value in os.environ.items() if name.startswith("EA_SUITE_")
             and name not in ("EA_SUITE_PLUGINS", "EA_SUITE_TASKS")}
-    return Job(measure=lambda: {"probe": 1.0},
+    return Workload(measure=lambda: {"probe": 1.0},
                data_info={"source": "env-probe", "substitute": False, "env": seen, "download": ctx.download,
                           "artifacts_dir": str(ctx.artifacts_dir), "data_root": str(ctx.data_root)})
 '''
@@ -299,7 +299,7 @@ def test_builders_get_their_settings_in_the_build_context_not_the_environment(pr
 
 
 def test_lm_eval_tasks_go_into_the_config_and_key_of_lm_jobs_only(workdir):
-    from suite.run.pool.runner import plan_jobs
+    from suite.run.pool.plan import plan_jobs
     from suite.tasks import load_tasks, select_tasks
 
     tasks = select_tasks(load_tasks(), ["lm-kjv", "kernels-op"])

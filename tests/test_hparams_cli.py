@@ -6,7 +6,7 @@ import torch
 
 from suite.cli import main
 from suite.families import lra
-from suite.run.job import JobSpec, run_job
+from suite.run.job import JobRequest, JobSpec, run_job
 
 
 def _table_rows(text: str) -> dict[str, str]:
@@ -57,10 +57,10 @@ def test_a_record_on_a_machine_without_cuda_claims_no_cuda_version_but_keeps_the
               "hparams": {"batch_size": 8, "steps": 1}}
     import tiny_jobs  # noqa: F401  (registers the test-tiny builder)
 
-    outcome = run_job(JobSpec("tiny", "test", "softmax", "smoke", 0, 8, config, "k"), "cpu")
-    assert outcome["status"] == "ok", outcome["error"]
-    assert outcome["env"]["cuda"] is None  # the record's env is this (runner: {**base_env, **outcome env})
-    assert outcome["env"]["torch_cuda_build"] == "12.4"
+    outcome = run_job(JobRequest(JobSpec("tiny", "test", "softmax", "smoke", 0, 8, config, "k"), "cpu"))
+    assert outcome.status == "ok", outcome.error
+    assert outcome.env["cuda"] is None  # the record's env is this (runner: {**base_env, **outcome env})
+    assert outcome.env["torch_cuda_build"] == "12.4"
 
 
 @pytest.mark.parametrize("value,new", [("token", "cls"), ("avg", "mean")])

@@ -1,6 +1,6 @@
 """The package's layers: every import (at the top of a file or inside a function) points down or sideways.
 
-    cli  >  tasks  >  families, gpu_check  >  analysis  >  run  >  models, data  >  attention  >  console, errors
+    cli > tasks > families, gpu_check > analysis > run > models, data > attention > console, errors, settings, jsoncache
 
 ``models`` hold nn.Modules and import nothing above ``attention``; ``data`` imports nothing above itself; ``run``
 (running the night) imports no family, no task loader (jobs carry their builder) and nothing of ``analysis``;
@@ -15,13 +15,15 @@ import pytest
 SUITE = Path(__file__).resolve().parents[1] / "suite"
 
 #: package -> the packages it may import (besides itself)
-BOTTOM = {"console", "errors"}
+BOTTOM = {"console", "errors", "settings", "jsoncache"}
 ALLOWED = {
     "errors": set(),
     "console": set(),
-    "attention": {"errors"},
-    "data": {"errors", "console"},
-    "models": {"attention", "errors"},
+    "settings": set(),
+    "jsoncache": {"settings"},
+    "attention": BOTTOM,
+    "data": BOTTOM,
+    "models": {"attention"} | BOTTOM,
     "run": {"attention", "data", "models"} | BOTTOM,
     "analysis": {"run"} | BOTTOM,
     "families": {"run", "models", "data", "attention"} | BOTTOM,

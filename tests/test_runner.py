@@ -15,14 +15,13 @@ from rich.console import Console
 from tiny_jobs import plugin_env, write_tiny_task
 
 from suite.errors import UsageError
-from suite.run.job import JobSpec, run_job
+from suite.run.job import JobRequest, JobSpec, run_job
+from suite.run.pool.plan import plan_jobs
 from suite.run.pool.process import JobProcess
+from suite.run.pool.rundir import RunSettings, job_request
 from suite.run.records import job_slug, read_records
 from suite.run.pool.runner import (
     Interrupted,
-    Slot,
-    _payload,
-    plan_jobs,
     run_jobs,
     stop_signals_interrupt,
 )
@@ -59,28 +58,28 @@ def spec_with(**config_changes):
     ("diverge", "diverged", "DivergedError: training loss became NaN"),
 ])
 def test_job_outcome_is_classified_by_what_went_wrong(inject, status, error):
-    outcome = run_job(spec_with(hparams={"inject": {"8": inject}}), "cpu")
-    assert outcome["status"] == status
-    assert (outcome["error"] or "").startswith(error or "")
+    outcome = run_job(JobRequest(spec_with(hparams={"inject": {"8": inject}}), "cpu"))
+    assert outcome.status == status
+    assert (outcome.error or "").startswith(error or "")
     if status == "ok":
-        assert outcome["data"] == {"source": "tiny-random", "substitute": False}
-        assert outcome["env"]["backends"] == {"softmax": outcome["env"]["backends"]["softmax"]}
-        assert outcome["env"]["device"] == "cpu" and outcome["env"]["device_name"]
+        assert outcome.data == {"source": "tiny-random", "substitute": False}
+        assert outcome.env["backends"] == {"softmax": outcome.env["backends"]["softmax"]}
+        assert outcome.env["device"] == "cpu" and outcome.env["device_name"]
     if status in ("error", "oom", "diverged"):
-        assert "Traceback" in outcome["traceback"]
+        assert "Traceback" in outcome.traceback
 
 
 def test_a_record_says_how_busy_the_machine_was_as_its_job_began_and_ended():
-    outcome = run_job(spec_with(), "cpu")
-    assert outcome["status"] == "ok"
+    outcome = run_job(JobRequest(spec_with(), "cpu"))
+    assert outcome.status == "ok"
     for key in ("load_before", "load_after"):  # a job's times mean little without them on a shared machine
-        assert isinstance(outcome["env"][key], float) and outcome["env"][key] >= 0
+        assert isinstance(outcome.env[key], float) and outcome.env[key] >= 0
 
 
 def test_job_without_its_main_metric_is_an_error():
-    outcome = run_job(spec_with(metric="bpb"), "cpu")
-    assert outcome["status"] == "error"
-    assert "lack the task's main metric 'bpb'" in outcome["error"]
+    outcome = run_job(JobRequest(spec_with(metric="bpb"), "cpu"))
+    assert outcome.status == "error"
+    assert "lack the task's main metric 'bpb'" in outcome.error
 
 
 def test_plan_expands_lengths_seeds_and_attentions_once_each(tmp_path, tiny_plugins):
@@ -206,7 +205,7 @@ def test_a_stop_signal_ends_the_suite_after_recording_the_jobs_that_finished(tmp
 def test_a_stop_signal_during_a_job_hand_over_is_held_until_the_job_process_has_started(tmp_path, tiny_plugins,
                                                                                          monkeypatch):
     # cut halfway through handing a job to the forkserver, the forkserver dies printing a traceback
-    job = JobProcess(_payload(spec_with(hparams={"sleep": 30}), Slot("cpu"), tmp_path, None, False, None), None)
+    job = JobProcess(job_request(spec_with(hparams={"sleep": 30}), tmp_path, "cpu", RunSettings()), None)
     (tmp_path / "logs").mkdir()
     real_start = type(job.proc).start
 
@@ -224,7 +223,7 @@ def test_a_stop_signal_during_a_job_hand_over_is_held_until_the_job_process_has_
 
 
 def test_a_second_stop_signal_during_a_job_hand_over_is_acted_on_at_once(tmp_path, tiny_plugins, monkeypatch):
-    job = JobProcess(_payload(spec_with(hparams={"sleep": 30}), Slot("cpu"), tmp_path, None, False, None), None)
+    job = JobProcess(job_request(spec_with(hparams={"sleep": 30}), tmp_path, "cpu", RunSettings()), None)
     real_start = type(job.proc).start
 
     def start_hit_twice(process):
@@ -245,8 +244,8 @@ def test_a_second_stop_signal_during_a_job_hand_over_is_acted_on_at_once(tmp_pat
 
 
 def test_a_cpu_allocation_failure_is_recorded_as_oom():
-    outcome = run_job(spec_with(hparams={"inject": {"8": "cpu-oom"}}), "cpu")
-    assert outcome["status"] == "oom" and "can't allocate memory" in outcome["error"]
+    outcome = run_job(JobRequest(spec_with(hparams={"inject": {"8": "cpu-oom"}}), "cpu"))
+    assert outcome.status == "oom" and "can't allocate memory" in outcome.error
 
 
 def test_a_job_the_oom_killer_ends_is_recorded_as_oom(tmp_path, tiny_plugins, monkeypatch):
@@ -339,9 +338,9 @@ def test_an_artifact_a_full_or_read_only_disk_refuses_is_a_warning_on_the_job_s_
         return real_mkdir(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "mkdir", refusing_mkdir)
-    outcome = run_job(spec_with(hparams={"artifact_kb": 1}), "cpu", artifacts_dir=artifacts / "job")
-    assert outcome["status"] == "ok" and outcome["metrics"]["accuracy"] is not None
-    assert outcome["env"]["warnings"] == [f"blob not saved: {os.strerror(code)} (OSError)"]
+    outcome = run_job(JobRequest(spec_with(hparams={"artifact_kb": 1}), "cpu", artifacts_dir=artifacts / "job"))
+    assert outcome.status == "ok" and outcome.metrics["accuracy"] is not None
+    assert outcome.env["warnings"] == [f"blob not saved: {os.strerror(code)} (OSError)"]
     assert not artifacts.exists()
 
 

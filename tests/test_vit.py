@@ -289,13 +289,13 @@ def test_missing_image_folder_and_fashion_mnist_raise_the_documented_error(tmp_p
 
 
 def test_a_missing_data_set_makes_the_job_skipped(tmp_path):
-    from suite.run.job import run_job
-    from suite.run.pool.runner import plan_jobs
+    from suite.run.job import JobRequest, run_job
+    from suite.run.pool.plan import plan_jobs
 
     task = load_task_file(TASKS_ROOT / "vit" / "vit-cifar100.yaml")
     (spec,) = plan_jobs([task], "smoke", ["softmax"], 1, [65])
-    outcome = run_job(spec, "cpu", str(tmp_path))
-    assert outcome["status"] == "skipped" and "cifar-100-python.tar.gz" in outcome["error"]
+    outcome = run_job(JobRequest(spec, "cpu", str(tmp_path)))
+    assert outcome.status == "skipped" and "cifar-100-python.tar.gz" in outcome.error
 
 
 def test_image_arrays_subset_is_fixed_and_checked():

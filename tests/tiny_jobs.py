@@ -26,7 +26,7 @@ from torch import nn
 from suite.attention import build_attention
 from suite.data import DataMissingError
 from suite.run.artifacts import atomic_folder
-from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.builders import BuildContext, Workload, register_builder
 from suite.run.hparams import TRAINING, HParam
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -77,7 +77,7 @@ TINY_HPARAMS = (
 
 
 @register_builder("test-tiny", TINY_HPARAMS, "a tiny classifier on random data, for tests")
-def build_tiny(ctx: BuildContext) -> Job:
+def build_tiny(ctx: BuildContext) -> Workload:
     hp = ctx.hparams
     time.sleep(float(hp.get("sleep", 0)))
     inject = (hp.get("inject") or {}).get(str(ctx.seq_len))
@@ -138,7 +138,7 @@ def build_tiny(ctx: BuildContext) -> Job:
             job.save_artifact("blob", save)
         return {}
 
-    job = Job(model=model, train_batches=train, loss_fn=loss_fn, eval_batches=val, evaluate=_evaluate,
+    job = Workload(model=model, train_batches=train, loss_fn=loss_fn, eval_batches=val, evaluate=_evaluate,
               extra_eval=extra_eval, data_info={"source": "tiny-random", "substitute": bool(hp.get("substitute", False))})
     return job
 

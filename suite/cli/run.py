@@ -14,7 +14,7 @@ from typing import Any
 from suite.cli.options import (attention_specs, comma_list, key_value, lengths, out_dir, positive_float, positive_int,
                                seconds)
 from suite.console import make_console
-from suite.data import DATA_ROOT_ENV
+from suite.settings import DATA_ROOT_ENV
 from suite.errors import UsageError
 from suite.tasks import PROFILES
 
@@ -191,8 +191,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_tasks(args: argparse.Namespace, tasks: list, stop_on_skip: bool, name: str,
                attentions: list[str] | None = None) -> int:
-    from suite.run.pool.runner import (default_out_dir, plan_jobs, print_summary, run_in_process, run_jobs,
-                                      start_job_server)
+    from suite.run.pool.plan import plan_jobs
+    from suite.run.pool.runner import default_out_dir, print_summary, run_in_process, run_jobs, start_job_server
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out DIR (the run to continue)")

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from suite.data import DATA_ROOT_ENV, DataMissingError, resolve_data_root
+from suite.data import DataMissingError
+from suite.settings import DATA_ROOT_ENV
+from suite.settings import data_root as resolve_data_root
 from suite.data.sampling import seeded_permutation
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from suite.run import measure as measuring
-from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.builders import BuildContext, Workload, register_builder
 from suite.run.hparams import HParam
 from suite.run.measure import DTYPES, LEVELS, MODES, torch_dtype
 from suite.run.pool.estimates import attention_flops_per_token
@@ -62,12 +62,12 @@ def kernels_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attenti
 @register_builder("kernels", HPARAMS, "time one attention (fwd, fwd+bwd, decode) on random inputs, checked first",
                   check=_check, rehearsal={"repeats": 1, "batch_size": 1},
                   data_status=lambda data, root: ("generated", "random inputs"), cost=kernels_cost)
-def build_kernel_job(ctx: BuildContext) -> Job:
+def build_kernel_job(ctx: BuildContext) -> Workload:
     hp = ctx.hparams
     _check(hp)
     modes = list(hp["modes"])
     tolerance = float(hp["max_check_error"])
-    job = Job(data_info={"source": ctx.data["source"], "substitute": False})
+    job = Workload(data_info={"source": ctx.data["source"], "substitute": False})
 
     def measure() -> dict[str, Any]:
         merged: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from suite.data.lra import PIXEL_TASKS
 from suite.data.lra.status import lra_data_status
 from suite.families.classifier import evaluate_classifier
-from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.builders import BuildContext, Workload, register_builder
 from suite.run.records import probe_name
 from suite.run.hparams import TRAINING, HParam
 from suite.run.pool.estimates import transformer_cost
@@ -167,7 +167,7 @@ def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: b
                   rehearsal={"steps": 2, "batch_size": 4, "eval_batch_size": 4, "num_train": 8, "num_eval": 8},
                   data_status=lambda data, root: lra_data_status(data["task"], root), cost=lra_cost,
                   probes=lra_probes)
-def build_lra_job(ctx: BuildContext) -> Job:
+def build_lra_job(ctx: BuildContext) -> Workload:
     from suite.data.batching import SeededBatches
     from suite.data.lra import load_lra
     from suite.models.lra import LRAClassifier, LRADualClassifier
@@ -189,7 +189,7 @@ def build_lra_job(ctx: BuildContext) -> Job:
     probe = probe_name(ctx.attention)
     if probe == "tfidf":
         check_probe("tfidf", task)
-        return Job(measure=lambda: tfidf_probe(train, evald), data_info=info)
+        return Workload(measure=lambda: tfidf_probe(train, evald), data_info=info)
     if probe is not None:
         model = build_probe(probe, task, train.vocab_size, train.num_classes, train.tokens2 is not None)
     else:
@@ -203,6 +203,6 @@ def build_lra_job(ctx: BuildContext) -> Job:
         n = len(batch["labels"])
         return n, n * train.seq_len * docs
 
-    return Job(model=model, train_batches=train_batches, loss_fn=lra_loss, eval_batches=eval_batches,
+    return Workload(model=model, train_batches=train_batches, loss_fn=lra_loss, eval_batches=eval_batches,
                evaluate=lra_evaluate, count_batch=count_batch, steps_per_epoch=len(train_batches),
                data_info=info)

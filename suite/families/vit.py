@@ -21,7 +21,7 @@ from typing import Any
 
 from suite.data.vision import DEFAULT_RANDAUGMENT, ImageArrays, VisionData, load_vision, vision_data_status
 from suite.families.classifier import evaluate_classifier
-from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.builders import BuildContext, Workload, register_builder
 from suite.run.hparams import TRAINING, HParam
 from suite.run.pool.estimates import transformer_cost
 from suite.models.config import PRESETS, Geometry, nearest_geometry, valid_geometries
@@ -197,7 +197,7 @@ def vit_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: 
 
 @register_builder("vit", HPARAMS, "timm ViT image classification with the job's attention in every block",
                   rehearsal=REHEARSAL, data_status=lambda data, root: vision_data_status(data, root), cost=vit_cost)
-def build_vit_job(ctx: BuildContext) -> Job:
+def build_vit_job(ctx: BuildContext) -> Workload:
     from suite.models.vit import create_vit
 
     hp: dict[str, Any] = ctx.hparams
@@ -223,6 +223,6 @@ def build_vit_job(ctx: BuildContext) -> Job:
     info = dict(data.info)
     info.update(shape_info, requested_seq_len=ctx.seq_len, in_chans=channels, augment=hp.get("augment", "none"),
                 train_examples=train_batches.num_examples, eval_examples=eval_batches.num_examples)
-    return Job(model=model, train_batches=train_batches, loss_fn=make_loss_fn(hp, data.num_classes, batch_size),
+    return Workload(model=model, train_batches=train_batches, loss_fn=make_loss_fn(hp, data.num_classes, batch_size),
                eval_batches=eval_batches, evaluate=evaluate_images, count_batch=count_batch,
                extra_eval=lambda _model: dict(shape_info), steps_per_epoch=len(train_batches), data_info=info)

@@ -1,18 +1,18 @@
-"""The job contract: a builder turns one job (task config, attention, L, seed, settings) into a ``Job``.
+"""What a builder gets and returns: one job (task config, attention, L, seed, settings) becomes a ``Workload``.
 
 A task file names its builder (``builder: vit``); the builder is a function registered under that name with
 the hyperparameters it reads (``suite.run.hparams``)::
 
-    from suite.run.builders import BuildContext, Job, register_builder
+    from suite.run.builders import BuildContext, Workload, register_builder
     from suite.run.hparams import TRAINING, HParam
 
     @register_builder("vit", hparams=[*TRAINING, HParam("depth", "int", 4, "transformer blocks", low=1)])
-    def build_vit_job(ctx: BuildContext) -> Job:
+    def build_vit_job(ctx: BuildContext) -> Workload:
         model = ...                                  # nn.Module using build_attention(ctx.attention, ...)
-        return Job(model=model, train_batches=loader, eval_batches=val_loader,
-                   loss_fn=lambda model, batch: F.cross_entropy(model(batch[0]), batch[1]),
-                   evaluate=evaluate_accuracy,      # (model, batches) -> {"accuracy": ..., "loss": ...}
-                   data_info={"source": "cifar10", "substitute": False})
+        return Workload(model=model, train_batches=loader, eval_batches=val_loader,
+                        loss_fn=lambda model, batch: F.cross_entropy(model(batch[0]), batch[1]),
+                        evaluate=evaluate_accuracy,      # (model, batches) -> {"accuracy": ..., "loss": ...}
+                        data_info={"source": "cifar10", "substitute": False})
 
 The suite's own builders live in ``suite.families`` (importing it registers them all); others register from
 any module the task loader imports (``EA_SUITE_PLUGINS``, see ``suite.tasks``). Nothing here imports a family:
@@ -68,7 +68,7 @@ class BuildContext:
 
 
 @dataclass
-class Job:
+class Workload:
     """What a builder returns: a training job (model ... evaluate) or a measurement job (measure)."""
 
     data_info: dict[str, Any]
@@ -124,7 +124,7 @@ class Builder:
     """
 
     name: str
-    build: Callable[[BuildContext], Job]
+    build: Callable[[BuildContext], Workload]
     hparams: dict[str, HParam]
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
@@ -133,7 +133,7 @@ class Builder:
     cost: Callable[[dict[str, Any], dict[str, Any], int, str], tuple[float, float]] | None = None
     probes: Callable[[dict[str, Any]], dict[str, str]] | None = None
 
-    def __call__(self, ctx: BuildContext) -> Job:
+    def __call__(self, ctx: BuildContext) -> Workload:
         """Build the job, ``ctx.hparams`` checked against the declarations and over the declared defaults (already
         there when a task resolved them); ValueError naming the first bad hyperparameter."""
         problems = check_hparams(ctx.hparams, self.hparams, f"builder {self.name!r}")
@@ -160,8 +160,8 @@ def register_builder(name: str, hparams: Sequence[HParam], description: str = ""
                      data_status: Callable[[dict[str, Any], Any], tuple[str, str]] | None = None,
                      cost: Callable[[dict[str, Any], dict[str, Any], int, str], tuple[float, float]] | None = None,
                      probes: Callable[[dict[str, Any]], dict[str, str]] | None = None
-                     ) -> Callable[[Callable[[BuildContext], Job]], Builder]:
-    """Function decorator: make ``fn(ctx) -> Job`` the builder called ``name`` in task files, reading ``hparams``.
+                     ) -> Callable[[Callable[[BuildContext], Workload]], Builder]:
+    """Function decorator: make ``fn(ctx) -> Workload`` the builder called ``name`` in task files, reading ``hparams``.
 
     The decorated name becomes the ``Builder`` (callable like the function, with the declared defaults filled in).
     """
@@ -170,7 +170,7 @@ def register_builder(name: str, hparams: Sequence[HParam], description: str = ""
     if problems:
         raise ValueError(f"builder {name!r}: rehearsal {problems[0]}")
 
-    def wrap(fn: Callable[[BuildContext], Job]) -> Builder:
+    def wrap(fn: Callable[[BuildContext], Workload]) -> Builder:
         known = _REGISTRY.get(name)
         if known is not None and (known.build.__module__, known.build.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"builder {name!r} is registered twice")

@@ -1,7 +1,11 @@
-"""Run one job in this process: seed, build it, train or measure it, and classify the outcome.
+"""The job contract, and one job run in this process: seed, build it, train or measure it, classify the outcome.
 
-``run_job`` never raises for a failing job (only KeyboardInterrupt passes); it returns an outcome
-``{"status", "error", "traceback", "metrics", "data", "env"}`` that the runner turns into a record:
+- ``JobSpec``: one job of a run (task, attention, profile, seed, L, resolved config, key, builder), what the pool
+  schedules; ``JobRequest``: a spec plus everything the job gets to run (device, data root, download, its
+  artifacts, TensorBoard and log paths, threads, environment), built by ``rundir.job_request`` for every launcher;
+  ``Outcome``: what comes back, ``Outcome.failed`` the one way to make an outcome without running the job;
+  ``record_from(spec, outcome, ...)``: the one way an outcome becomes a record (``records.Record``).
+- ``run_job(request)`` never raises for a failing job (only KeyboardInterrupt passes); the outcome's status:
 
 - ``skipped``: the builder raised ``suite.data.DataMissingError`` (the error says how to get the data);
 - ``oom``: ``torch.OutOfMemoryError`` (CUDA), ``MemoryError``, or a CPU allocation failure (``RuntimeError:
@@ -25,7 +29,7 @@ from typing import Any
 
 from suite.data import DataMissingError
 from suite.run.builders import BuildContext, Builder, get_builder
-from suite.run.records import job_slug
+from suite.run.records import Record, job_slug, make_record
 
 
 @dataclass(frozen=True)
@@ -145,55 +149,100 @@ def one_line(err: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def run_job(spec: JobSpec, device: str, data_root: str | None = None, rank: int = 0, world_size: int = 1, *,
-            download: bool = False, artifacts_dir: Path | None = None,
-            tensorboard: Path | None = None) -> dict[str, Any]:
-    """Build and run ``spec`` here on ``device`` (already resolved); returns the outcome (module docstring),
-    with the training job's learning curve under ``curve``.
+@dataclass
+class Outcome:
+    """What running one job gives back (picklable: it crosses a pipe or Slurm's result file)."""
 
-    ``data_root``, ``download`` and ``artifacts_dir`` reach the builder as ``BuildContext`` fields;
-    ``tensorboard`` (a folder) receives the job's curve live.
-    """
+    status: str = "error"  # ok | oom | diverged | timeout | error | skipped
+    error: str | None = None  # one line
+    traceback: str | None = None  # the whole traceback (into the job's log, not the record)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None  # the workload's data_info; None: the task's data source, unverified
+    env: dict[str, Any] = field(default_factory=dict)  # device, backends, load, warnings
+    curve: dict[str, Any] | None = None  # the learning curve the training loop left
+    started_at: str | None = None  # set where the job times itself (a Slurm array task)
+    wall_s: float | None = None
+
+    @classmethod
+    def failed(cls, status: str, error: str, traceback: str | None = None) -> "Outcome":
+        """The outcome of a job that did not run to its end (crashed, timed out, killed, never started)."""
+        return cls(status=status, error=error, traceback=traceback)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job and everything it gets to run: where (device), with which data (root, download), where it writes
+    (its artifacts folder, its TensorBoard folder, its log), with how many threads and in which environment."""
+
+    spec: JobSpec
+    device: str
+    data_root: str | None = None
+    download: bool = False
+    artifacts_dir: Path | None = None
+    tensorboard: Path | None = None
+    log: Path | None = None
+    threads: int | None = None
+    environ: dict[str, str] | None = None  # the process environment for a job in its own process (None: as is)
+    rank: int = 0
+    world_size: int = 1
+
+
+def run_job(request: JobRequest) -> Outcome:
+    """Build and run ``request.spec`` here on ``request.device`` (already resolved); returns the outcome (module
+    docstring), with a training job's learning curve under ``curve``. Settings reach the builder as
+    ``BuildContext`` fields; ``tensorboard`` (a folder) receives the job's curve live."""
     from suite.run.measure import machine_load
     from suite.run.train import DivergedError, attention_backends, train_and_evaluate
 
-    outcome: dict[str, Any] = {"status": "error", "error": None, "traceback": None, "metrics": {},
-                               "data": {"source": spec.config["data"]["source"], "substitute": None}, "env": {}}
-    job = None
+    spec = request.spec
+    outcome = Outcome()
+    work = None
     load_before = machine_load()
     try:
-        outcome["env"] = device_env(device)
+        outcome.env = device_env(request.device)
         seed_everything(spec.seed)
         builder = spec.builder or get_builder(spec.config["builder"])
         ctx = BuildContext(task=spec.task, family=spec.family, attention=spec.attention, seq_len=spec.seq_len,
-                           seed=spec.seed, device=device, hparams=spec.config["hparams"], data=spec.config["data"],
-                           profile=spec.profile, data_root=Path(data_root) if data_root else None,
-                           download=download, artifacts_dir=artifacts_dir, rank=rank, world_size=world_size)
-        job = builder(ctx)
-        job.validate(spec.config["builder"])
-        outcome["data"] = dict(job.data_info)
-        metrics = job.measure() if job.measure is not None else train_and_evaluate(job, ctx, tensorboard)
-        outcome["metrics"] = metrics
-        if rank == 0 and spec.config["metric"] not in metrics:
-            outcome["error"] = (f"the job finished but its metrics lack the task's main metric "
-                                f"{spec.config['metric']!r} (got {', '.join(sorted(metrics))})")
+                           seed=spec.seed, device=request.device, hparams=spec.config["hparams"],
+                           data=spec.config["data"], profile=spec.profile,
+                           data_root=Path(request.data_root) if request.data_root else None,
+                           download=request.download, artifacts_dir=request.artifacts_dir, rank=request.rank,
+                           world_size=request.world_size)
+        work = builder(ctx)
+        work.validate(spec.config["builder"])
+        outcome.data = dict(work.data_info)
+        metrics = work.measure() if work.measure is not None else train_and_evaluate(work, ctx, request.tensorboard)
+        outcome.metrics = metrics
+        if request.rank == 0 and spec.config["metric"] not in metrics:
+            outcome.error = (f"the job finished but its metrics lack the task's main metric "
+                             f"{spec.config['metric']!r} (got {', '.join(sorted(metrics))})")
         else:
-            outcome["status"] = "ok"
+            outcome.status = "ok"
     except DataMissingError as err:
-        outcome.update(status="skipped", error=" ".join(str(err).split()))
+        outcome.status, outcome.error = "skipped", " ".join(str(err).split())
     except DivergedError as err:
-        outcome.update(status="diverged", error=one_line(err), traceback=traceback.format_exc())
+        outcome.status, outcome.error, outcome.traceback = "diverged", one_line(err), traceback.format_exc()
     except Exception as err:  # noqa: BLE001 - any failure of one job is recorded, the suite goes on
-        status = "oom" if is_out_of_memory(err) else "error"
-        outcome.update(status=status, error=one_line(err), traceback=traceback.format_exc())
+        outcome.status = "oom" if is_out_of_memory(err) else "error"
+        outcome.error, outcome.traceback = one_line(err), traceback.format_exc()
     # beside its timings, how busy the machine was (the 1-minute load average as the job began and ended)
-    outcome["env"].update(load_before=load_before, load_after=machine_load())
-    if job is not None:
-        outcome["curve"] = job.curve
-        if job.warnings:
-            outcome["env"]["warnings"] = list(job.warnings)
-        backends = dict(job.backends)
-        if job.model is not None:
-            backends.update(attention_backends(job.model))
-        outcome["env"]["backends"] = backends
+    outcome.env.update(load_before=load_before, load_after=machine_load())
+    if work is not None:
+        outcome.curve = work.curve
+        if work.warnings:
+            outcome.env["warnings"] = list(work.warnings)
+        backends = dict(work.backends)
+        if work.model is not None:
+            backends.update(attention_backends(work.model))
+        outcome.env["backends"] = backends
     return outcome
+
+
+def record_from(spec: JobSpec, outcome: Outcome, env: dict[str, Any], started_at: str, wall_s: float) -> Record:
+    """The record of ``spec`` from its ``outcome``: ``env`` (the run's) under the outcome's own env; a job that did
+    not say which data it ran records the task's data source, unverified (``substitute`` None)."""
+    data = outcome.data or {"source": spec.config["data"]["source"], "substitute": None}
+    return make_record(key=spec.key, task=spec.task, family=spec.family, attention=spec.attention,
+                       profile=spec.profile, seed=spec.seed, seq_len=spec.seq_len, status=outcome.status,
+                       error=outcome.error, metrics=outcome.metrics or {}, config=spec.config, data=data,
+                       env={**env, **(outcome.env or {})}, started_at=started_at, wall_s=round(wall_s, 3))

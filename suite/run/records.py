@@ -34,7 +34,7 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypedDict
 
 RECORDS_FILE = "records.jsonl"
 #: where each training job's learning curve lies beside its record: OUT/curves/<job>.json
@@ -59,6 +59,26 @@ def probe_name(attention: str) -> str | None:
 STATUSES = ("ok", "oom", "diverged", "timeout", "error", "skipped")
 RECORD_FIELDS = ("key", "task", "family", "attention", "profile", "seed", "seq_len", "status", "error",
                  "metrics", "config", "data", "env", "started_at", "wall_s")
+
+
+class Record(TypedDict):
+    """One line of ``records.jsonl``: exactly ``RECORD_FIELDS`` (the module docstring says what each holds)."""
+
+    key: str
+    task: str
+    family: str
+    attention: str
+    profile: str
+    seed: int
+    seq_len: int
+    status: str
+    error: str | None
+    metrics: dict[str, float | None]
+    config: dict[str, Any]
+    data: dict[str, Any]
+    env: dict[str, Any]
+    started_at: str
+    wall_s: float | None
 
 
 def _canonical_json(value: Any) -> str:
@@ -93,7 +113,7 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
-def make_record(**fields: Any) -> dict[str, Any]:
+def make_record(**fields: Any) -> Record:
     """A record with exactly RECORD_FIELDS; ValueError on a missing or unknown field or a bad status."""
     missing = [f for f in RECORD_FIELDS if f not in fields]
     unknown = sorted(set(fields) - set(RECORD_FIELDS))
@@ -101,7 +121,7 @@ def make_record(**fields: Any) -> dict[str, Any]:
         raise ValueError(f"record fields: missing {missing}, unknown {unknown}")
     if fields["status"] not in STATUSES:
         raise ValueError(f"record status must be one of {', '.join(STATUSES)}, got {fields['status']!r}")
-    return _clean({f: fields[f] for f in RECORD_FIELDS})
+    return _clean({f: fields[f] for f in RECORD_FIELDS})  # type: ignore[no-any-return]
 
 
 def now_iso() -> str:

@@ -1,11 +1,11 @@
 """The one training and evaluation loop, used by every family (ViT, LRA, LM).
 
-``train_and_evaluate(job, ctx)`` trains ``job.model`` with AdamW for ``steps`` optimizer steps (or ``epochs``
-x ``job.steps_per_epoch``), with linear warm-up then the task's schedule (cosine by default), gradient
+``train_and_evaluate(work, ctx)`` trains ``work.model`` with AdamW for ``steps`` optimizer steps (or ``epochs``
+x ``work.steps_per_epoch``), with linear warm-up then the task's schedule (cosine by default), gradient
 clipping, and bf16 autocast on CUDA (``amp: none`` turns it off; the CPU always runs fp32). NaN or infinite
 training loss raises ``DivergedError``. Then it evaluates once and returns the metrics:
 
-- the task's own metrics from ``job.evaluate`` (accuracy, loss, bpb, ...) and ``job.extra_eval``;
+- the task's own metrics from ``work.evaluate`` (accuracy, loss, bpb, ...) and ``work.extra_eval``;
 - ``train_loss``: mean training loss over the last 10% of steps (at least one);
 - ``train_samples_per_s``, ``train_tokens_per_s``: over every step but the first (which pays for allocation
   and compilation), summed over ranks under DDP; ``train_s``: wall seconds of all steps;
@@ -15,7 +15,7 @@ training loss raises ``DivergedError``. Then it evaluates once and returns the m
   ``ddp_param_max_diff`` (largest difference between ranks of per-tensor parameter checksums, 0 when the
   replicas agree).
 
-It also leaves the job's learning curve in ``job.curve`` (at a bounded number of points, whatever the number
+It also leaves the job's learning curve in ``work.curve`` (at a bounded number of points, whatever the number
 of steps): ``{"train": [{"step", "tokens", "loss"}, ...], "eval": [{"step", "tokens", <task metrics>}, ...]}``
 with the training loss averaged over windows of ``ceil(steps / 100)`` steps, and the task's evaluation at
 ``eval_points`` evenly spaced steps, the last one being the final evaluation (intermediate evaluations are
@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from suite.run.builders import BuildContext, Job
+from suite.run.builders import BuildContext, Workload
 from suite.run.hparams import TRAINING, by_name, resolve
 from suite.run.measure import Stopwatch, peak_memory_bytes, reset_peak_memory, synchronize
 
@@ -94,7 +94,7 @@ def default_count_batch(seq_len: int):
     def count(batch: Any) -> tuple[int, int]:
         tensor = _first_tensor(batch)
         if tensor is None or tensor.dim() == 0:
-            raise ValueError("cannot count a batch without a batched tensor; give the Job a count_batch")
+            raise ValueError("cannot count a batch without a batched tensor; give the Workload a count_batch")
         return int(tensor.shape[0]), int(tensor.shape[0]) * seq_len
 
     return count
@@ -110,16 +110,16 @@ def _cycle(batches: Iterable) -> Iterator:
             raise ValueError("the training batches are empty")
 
 
-def resolve_steps(hparams: dict[str, Any], job: Job) -> int:
-    """Optimizer steps: ``steps``, or ``epochs`` x steps per epoch (``job.steps_per_epoch`` or len of the batches)."""
+def resolve_steps(hparams: dict[str, Any], work: Workload) -> int:
+    """Optimizer steps: ``steps``, or ``epochs`` x steps per epoch (``work.steps_per_epoch`` or len of the batches)."""
     if "steps" in hparams:
         return int(hparams["steps"])
     if "epochs" in hparams:
-        per_epoch = job.steps_per_epoch
-        if per_epoch is None and hasattr(job.train_batches, "__len__"):
-            per_epoch = len(job.train_batches)  # type: ignore[arg-type]
+        per_epoch = work.steps_per_epoch
+        if per_epoch is None and hasattr(work.train_batches, "__len__"):
+            per_epoch = len(work.train_batches)  # type: ignore[arg-type]
         if not per_epoch:
-            raise ValueError("the profile gives epochs but the job does not know its steps per epoch")
+            raise ValueError("the profile gives epochs but the workload does not know its steps per epoch")
         return max(1, math.ceil(float(hparams["epochs"]) * per_epoch))
     raise ValueError("the profile gives neither steps nor epochs")
 
@@ -197,24 +197,24 @@ class _Curve:
         return {"train": self.train, "eval": self.eval}
 
 
-def _evaluate(job: Job, model: nn.Module, device: str, hp: dict[str, Any], count) -> tuple[dict[str, float], Any]:
+def _evaluate(work: Workload, model: nn.Module, device: str, hp: dict[str, Any], count) -> tuple[dict[str, float], Any]:
     """The task's metrics on the eval batches (no grad), and the counting wrapper (samples, tokens)."""
-    counting = _CountingBatches(job.eval_batches, device, count)
+    counting = _CountingBatches(work.eval_batches, device, count)
     with torch.no_grad(), _autocast(device, hp):
-        task_metrics = job.evaluate(model, counting)
+        task_metrics = work.evaluate(model, counting)
     return {k: float(v) for k, v in task_metrics.items()}, counting
 
 
-def train_and_evaluate(job: Job, ctx: BuildContext, tensorboard: Path | None = None) -> dict[str, float]:
-    """Train ``job.model`` and evaluate it; returns the metrics and leaves the learning curve in ``job.curve``
+def train_and_evaluate(work: Workload, ctx: BuildContext, tensorboard: Path | None = None) -> dict[str, float]:
+    """Train ``work.model`` and evaluate it; returns the metrics and leaves the learning curve in ``work.curve``
     (module docstring). Raises DivergedError."""
     hp, device = resolve(ctx.hparams, _TRAINING), ctx.device
     distributed = ctx.world_size > 1
-    count = job.count_batch or default_count_batch(ctx.seq_len)
-    total_steps = resolve_steps(hp, job)
+    count = work.count_batch or default_count_batch(ctx.seq_len)
+    total_steps = resolve_steps(hp, work)
     warmup = int(hp["warmup_steps"])
 
-    model = job.model.to(device)
+    model = work.model.to(device)
     core = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -230,7 +230,7 @@ def train_and_evaluate(job: Job, ctx: BuildContext, tensorboard: Path | None = N
 
     reset_peak_memory(device)
     model.train()
-    batches = _cycle(job.train_batches)
+    batches = _cycle(work.train_batches)
     recent: deque[torch.Tensor] = deque(maxlen=max(1, total_steps // 10))
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     counted = [0, 0]  # samples, tokens of the timed steps (every step but the first, unless there is one)
@@ -248,7 +248,7 @@ def train_and_evaluate(job: Job, ctx: BuildContext, tensorboard: Path | None = N
         tokens_seen += tokens
         batch = to_device(batch, device)
         with _autocast(device, hp):
-            loss = job.loss_fn(model, batch)
+            loss = work.loss_fn(model, batch)
         loss_value = loss.detach().float()
         nonfinite |= ~torch.isfinite(loss_value)
         if ((step + 1) % _DIVERGENCE_CHECK_EVERY == 0 or step + 1 == total_steps) and bool(nonfinite):
@@ -269,7 +269,7 @@ def train_and_evaluate(job: Job, ctx: BuildContext, tensorboard: Path | None = N
             with Stopwatch(device) as paused:
                 if ctx.rank == 0:
                     core.eval()
-                    curve.eval_point(done, tokens_seen, _evaluate(job, core, device, hp, count)[0])
+                    curve.eval_point(done, tokens_seen, _evaluate(work, core, device, hp, count)[0])
                     core.train()
                 if distributed:
                     import torch.distributed as dist
@@ -303,20 +303,20 @@ def train_and_evaluate(job: Job, ctx: BuildContext, tensorboard: Path | None = N
     if ctx.rank == 0:
         core.eval()
         with Stopwatch(device) as eval_time:
-            task_metrics, counting = _evaluate(job, core, device, hp, count)
+            task_metrics, counting = _evaluate(work, core, device, hp, count)
         metrics.update(task_metrics)
         curve.eval_point(total_steps, tokens_seen, task_metrics)
         metrics["eval_s"] = eval_time.seconds
         metrics["infer_samples_per_s"] = counting.samples / eval_time.seconds
         metrics["infer_tokens_per_s"] = counting.tokens / eval_time.seconds
-        if job.extra_eval is not None:
+        if work.extra_eval is not None:
             with _autocast(device, hp):
-                metrics.update({k: float(v) for k, v in job.extra_eval(core).items()})
+                metrics.update({k: float(v) for k, v in work.extra_eval(core).items()})
     if distributed:
         import torch.distributed as dist
 
         dist.barrier()
     metrics["peak_mem_bytes"] = peak_memory_bytes(device)
     metrics["params"] = sum(p.numel() for p in core.parameters())
-    job.curve = curve.close()
+    work.curve = curve.close()
     return metrics

@@ -31,7 +31,6 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +41,9 @@ import yaml
 from suite.errors import UsageError
 from suite.run.builders import Builder, get_builder, load_plugins
 from suite.run.hparams import resolve, unknown_key_message
+from suite import settings
 
 TASKS_ROOT = Path(str(importlib.resources.files("suite.tasks")))  # the YAML files ship inside the package
-TASKS_ENV = "EA_SUITE_TASKS"
-PLUGINS_ENV = "EA_SUITE_PLUGINS"
 PROFILES = ("smoke", "cpu", "full")
 DIRECTIONS = ("max", "min")
 
@@ -292,13 +290,12 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_m
 
 def task_roots() -> list[Path]:
     """The built-in task files (``suite/tasks/``) followed by the roots in ``$EA_SUITE_TASKS``."""
-    extra = [Path(p) for p in os.environ.get(TASKS_ENV, "").split(os.pathsep) if p.strip()]
-    return [TASKS_ROOT, *extra]
+    return [TASKS_ROOT, *settings.task_roots()]
 
 
 def plugin_modules() -> list[str]:
     """The modules named in ``$EA_SUITE_PLUGINS`` (comma-separated)."""
-    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    return settings.plugins()
 
 
 def registered_builders() -> dict[str, Builder]:
@@ -309,7 +306,7 @@ def registered_builders() -> dict[str, Builder]:
     try:
         load_plugins(plugin_modules())
     except ImportError as err:
-        raise UsageError(f"${PLUGINS_ENV}: cannot import {err.name or err}: {err}") from None
+        raise UsageError(f"${settings.PLUGINS_ENV}: cannot import {err.name or err}: {err}") from None
     return {name: get_builder(name) for name in builder_names()}
 
 

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from suite.data import read_cached_json, write_cached_json
+from suite.jsoncache import read_cached_json, write_cached_json
 
 CACHE_FILE = "attention-specs.json"
 

@@ -43,11 +43,12 @@ from typing import Any, Iterator
 import torch
 from torch.autograd.function import once_differentiable
 
+from suite import settings
 from suite.attention.base import compute_dtype
 
 FUSED = "torch"            # backend_used of the fused CPU kernel (the torch backend's normal path on a CPU)
 UNFUSED = "torch-unfused"  # backend_used of the op-by-op PyTorch path (no compiler, disabled, or not a CPU tensor)
-ENV_SWITCH = "EA_SUITE_CPU_FUSED"
+ENV_SWITCH = settings.CPU_FUSED_ENV
 
 # -- the C source ----------------------------------------------------------------------------------------
 
@@ -437,8 +438,7 @@ BUILD_INFO: dict[str, Any] = {}  # compiler, path, whether this process compiled
 
 def cache_dir() -> Path:
     """Where compiled kernels live: ``$EA_SUITE_CACHE/cpu-kernels`` (default ``~/.cache/ea-suite/cpu-kernels``)."""
-    root = os.environ.get("EA_SUITE_CACHE") or Path.home() / ".cache" / "ea-suite"
-    return Path(root) / "cpu-kernels"
+    return settings.cache_dir() / "cpu-kernels"
 
 
 def _compiler() -> str | None:
@@ -511,8 +511,8 @@ def _load() -> Any:
         if _tried:
             return _lib
         start = time.perf_counter()
-        if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-            _reason = f"disabled by {ENV_SWITCH}={os.environ[ENV_SWITCH]}"
+        if settings.cpu_fused_disabled():
+            _reason = settings.cpu_fused_disabled()
         elif (cc := _compiler()) is None:
             _reason = "no C compiler found ($CC, cc, gcc or clang) to build the fused CPU kernel"
         else:

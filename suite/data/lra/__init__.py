@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from suite.data import SPLITS, DataMissingError, resolve_cache_dir, resolve_data_root
+from suite.data import SPLITS, DataMissingError
+from suite.settings import cache_dir as resolve_cache_dir
+from suite.settings import data_root as resolve_data_root
 from suite.data.lra import aan, byte_tokens, image, imdb, kjv, listops, pathfinder
 from suite.data.lra.release import find_release_dir, missing_release_message
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from suite.data import DATA_ROOT_ENV, DataMissingError
+from suite.data import DataMissingError
+from suite.settings import DATA_ROOT_ENV
 
 RELEASE_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 RELEASE_SIZE = "about 8.2 GB compressed, 18.6 GB extracted"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from suite.data import resolve_data_root
+from suite.settings import data_root as resolve_data_root
 from suite.data.lra import aan, image, imdb, pathfinder
 from suite.data.lra.release import find_release_dir
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from suite.data.text import text_data_status
-from suite.run.builders import BuildContext, Job, register_builder
+from suite.run.builders import BuildContext, Workload, register_builder
 from suite.run.hparams import TRAINING, HParam
 from suite.run.measure import DTYPES, torch_dtype
 from suite.run.pool.estimates import transformer_cost
@@ -97,7 +97,7 @@ def _lm_data_status(data: dict[str, Any], root: Any) -> tuple[str, str]:
                   check=_check_lm, rehearsal={"steps": 2, "batch_size": 2, "eval_batch_size": 2, "eval_tokens": 64,
                                               "lm_eval_limit": 1, "decode_new_tokens": 2},
                   data_status=_lm_data_status, cost=lm_cost)
-def build_lm_job(ctx: BuildContext) -> Job:
+def build_lm_job(ctx: BuildContext) -> Workload:
     from suite.data.text import RandomWindowBatches, encode_splits, load_text, sequential_windows
     from suite.data.tokenizer import build_tokenizer
     from suite.families.lm.evaluate import evaluate_batches, heldout_metrics
@@ -151,7 +151,7 @@ def build_lm_job(ctx: BuildContext) -> Job:
     info = {**corpus.record, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
             "train_tokens": int(tokens["train"].numel())}
     train_batches = RandomWindowBatches(train, ctx.seq_len, int(hp["batch_size"]), 1000 + ctx.seed + ctx.rank)
-    job = Job(data_info=info, model=model, train_batches=train_batches, loss_fn=next_token_loss,
+    job = Workload(data_info=info, model=model, train_batches=train_batches, loss_fn=next_token_loss,
               eval_batches=val_batches, evaluate=evaluate, extra_eval=extra_eval)
     return job
 
@@ -159,7 +159,7 @@ def build_lm_job(ctx: BuildContext) -> Job:
 @register_builder("lm-decode", DECODE_HPARAMS, "decoding speed and state size of a decoder LM after L tokens",
                   rehearsal={"new_tokens": 2, "prefill_repeats": 1},
                   data_status=lambda data, root: ("generated", "random tokens"), cost=lm_decode_cost)
-def build_lm_decode_job(ctx: BuildContext) -> Job:
+def build_lm_decode_job(ctx: BuildContext) -> Workload:
     hp = ctx.hparams
 
     def measure() -> dict[str, Any]:
@@ -183,5 +183,5 @@ def build_lm_decode_job(ctx: BuildContext) -> Job:
         keys = ("decode_ms_per_token", "prefill_ms", "state_bytes", "decode_tokens_per_s", "peak_mem_bytes")
         return {**{k: float(row[k]) for k in keys}, "params": float(sum(p.numel() for p in model.parameters()))}
 
-    job = Job(data_info={"source": "random-tokens", "substitute": False}, measure=measure)
+    job = Workload(data_info={"source": "random-tokens", "substitute": False}, measure=measure)
     return job

@@ -48,7 +48,7 @@ def device_flops(device: str = "cpu", keep: bool = True) -> float:
     import os
     from importlib import metadata
 
-    from suite.data import read_cached_json, write_cached_json
+    from suite.jsoncache import read_cached_json, write_cached_json
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:

@@ -1,11 +1,11 @@
 """One job in its own child process: forked from a ``forkserver`` that imported torch once, pinned to a device
 slot, with its stdout/stderr in its log file and a per-job timeout.
 
-``JobProcess(payload, timeout).start()`` then ``poll()`` until it returns the outcome (``run_job``'s dict, or
+``JobProcess(request, timeout).start()`` then ``poll()`` until it returns the ``Outcome`` (``run_job``'s, or
 ``timeout``, or how the process died: the kernel's OOM killer makes it ``oom``, seen through the memory
-cgroup's ``oom_kill`` count), ``stop()`` always. The payload holds the job spec (its builder pickles by
-name), the device, the settings (data root, download, artifacts and TensorBoard folders), the environment
-(the parent's, plus the slot's ``CUDA_VISIBLE_DEVICES``) and the slot's thread count.
+cgroup's ``oom_kill`` count), ``stop()`` always. The request (``job.JobRequest``) holds the job spec (its builder
+pickles by name), the device, the run's settings, the job's folders and log, the environment (the parent's,
+plus the slot's ``CUDA_VISIBLE_DEVICES``) and the slot's thread count.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from suite.run.job import JobSpec, run_job
+from suite.run.job import JobRequest, Outcome, run_job
 
 
 def _exit_when_parent_dies() -> None:
@@ -34,29 +34,27 @@ def _exit_when_parent_dies() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _child_main(conn, payload: dict[str, Any]) -> None:
+def _child_main(conn, request: JobRequest) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops this process
-    os.environ.clear()
-    os.environ.update(payload["environ"])  # the parent's environment now, with the slot's device
-    if payload.get("threads"):
+    if request.environ is not None:
+        os.environ.clear()
+        os.environ.update(request.environ)  # the parent's environment now, with the slot's device
+    if request.threads:
         import torch
 
-        torch.set_num_threads(int(payload["threads"]))
-    with open(payload["log"], "a", buffering=1) as log:
+        torch.set_num_threads(int(request.threads))
+    with open(request.log or os.devnull, "a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         _exit_when_parent_dies()
-        spec: JobSpec = payload["spec"]
         try:
-            outcome = run_job(spec, payload["device"], payload["data_root"], download=payload["download"],
-                              artifacts_dir=payload["artifacts_dir"], tensorboard=payload["tensorboard"])
+            outcome = run_job(request)
         except Exception as err:  # noqa: BLE001 - still a record, not a hang
             import traceback
 
-            outcome = {"status": "error", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
-                       "metrics": {}, "data": {"source": spec.config["data"]["source"], "substitute": None}, "env": {}}
-        if outcome.get("traceback"):
-            print(outcome["traceback"], file=sys.stderr, flush=True)
+            outcome = Outcome.failed("error", f"{type(err).__name__}: {err}", traceback.format_exc())
+        if outcome.traceback:
+            print(outcome.traceback, file=sys.stderr, flush=True)
         conn.send(outcome)
         conn.close()
 
@@ -149,7 +147,7 @@ def oom_kill_count() -> int | None:
     return None
 
 
-def died(exitcode: int | None, ooms_before: int | None) -> dict[str, Any]:
+def died(exitcode: int | None, ooms_before: int | None) -> Outcome:
     """The outcome of a job process that ended without reporting: ``oom`` when the kernel's OOM killer ended it
     (its cgroup's oom_kill count rose), else ``error`` saying how it ended."""
     if exitcode is not None and exitcode < 0:
@@ -157,21 +155,20 @@ def died(exitcode: int | None, ooms_before: int | None) -> dict[str, Any]:
         if name == "SIGKILL":
             after = oom_kill_count()
             if ooms_before is not None and after is not None and after > ooms_before:
-                return {"status": "oom", "error": "the kernel's OOM killer ended the job process (out of host memory)"}
-            hint = " (the host may have run out of memory)"
-            return {"status": "error", "error": f"the job process died from {name}{hint}"}
-        return {"status": "error", "error": f"the job process died from {name}"}
-    return {"status": "error", "error": f"the job process exited with code {exitcode} before reporting a result"}
+                return Outcome.failed("oom", "the kernel's OOM killer ended the job process (out of host memory)")
+            return Outcome.failed("error", f"the job process died from {name} (the host may have run out of memory)")
+        return Outcome.failed("error", f"the job process died from {name}")
+    return Outcome.failed("error", f"the job process exited with code {exitcode} before reporting a result")
 
 
 class JobProcess:
     """One job in a child process (module docstring)."""
 
-    def __init__(self, payload: dict[str, Any], timeout: float | None) -> None:
+    def __init__(self, request: JobRequest, timeout: float | None) -> None:
         ctx = mp_context()
-        self.payload, self.timeout = payload, timeout
+        self.request, self.timeout = request, timeout
         self.reader, self._writer = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_child_main, args=(self._writer, payload), name=f"job-{payload['spec'].key}")
+        self.proc = ctx.Process(target=_child_main, args=(self._writer, request), name=f"job-{request.spec.key}")
         self.deadline: float | None = None
         self.ooms_before: int | None = None
         self.reported = False  # the child sent its outcome (and is exiting by itself)
@@ -186,7 +183,7 @@ class JobProcess:
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
         self._writer.close()
 
-    def poll(self) -> dict[str, Any] | None:
+    def poll(self) -> Outcome | None:
         """The outcome once the job has ended (reported, timed out, or died), else None; never blocks long."""
         if self.reader.poll(0):
             try:
@@ -197,7 +194,7 @@ class JobProcess:
                 self.proc.join(5)
                 return died(self.proc.exitcode, self.ooms_before)
         if self.deadline is not None and time.monotonic() > self.deadline:
-            return {"status": "timeout", "error": f"the job ran past --job-timeout {self.timeout:g} s and was stopped"}
+            return Outcome.failed("timeout", f"the job ran past --job-timeout {self.timeout:g} s and was stopped")
         if not self.proc.is_alive() and not self.reader.poll(0.5):
             return died(self.proc.exitcode, self.ooms_before)
         return None

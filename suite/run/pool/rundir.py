@@ -20,15 +20,42 @@ import shutil
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from suite.errors import UsageError
+from suite.run.job import JobRequest, JobSpec
 from suite.run.records import CURVES_DIR, ok_keys, read_records_file, records_path
 
 ARTIFACTS_DIR = "artifacts"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every job of a run gets besides its spec: the data root, whether a missing data set may be fetched,
+    and the folder that receives the learning curves live (TensorBoard)."""
+
+    data_root: str | None = None
+    download: bool = False
+    tensorboard: Path | None = None
 LOCK_FILE = ".lock"
 MIN_FREE_BYTES = 16 << 20  # refuse to start a run on a disk with less room than this
+
+
+def log_path(out: Path, slug: str) -> Path:
+    """Where a job's stdout, stderr and traceback go: OUT/logs/<job>.log."""
+    return Path(out) / "logs" / f"{slug}.log"
+
+
+def job_request(spec: JobSpec, out: Path, device: str, settings: RunSettings, *, environ: dict[str, str] | None = None,
+                threads: int | None = None) -> JobRequest:
+    """What ``spec`` gets to run in run directory ``out``, whatever the launcher: the run's settings, its artifacts
+    folder OUT/artifacts/<job>/, its TensorBoard folder (under ``settings.tensorboard``) and its log."""
+    return JobRequest(spec=spec, device=device, data_root=settings.data_root, download=settings.download,
+                      artifacts_dir=(Path(out) / ARTIFACTS_DIR / spec.slug).resolve(),
+                      tensorboard=None if settings.tensorboard is None else Path(settings.tensorboard).resolve() / spec.slug,
+                      log=log_path(out, spec.slug), threads=threads, environ=environ)
 
 
 def default_out_dir(name: str = "suite") -> Path:

@@ -1,6 +1,5 @@
 """Running many jobs: plan task x attention x seed x L, run each in its own child process, record each one.
 
-- ``plan_jobs`` expands tasks into ``JobSpec``s (a job per attention, seed and sequence length).
 - ``run_jobs`` runs them on a pool of ``Slot``s (``make_slots``: one per GPU, or N on a CPU with the cores
   split between them), each job in a fresh child process (``suite.run.pool.process``: forked from a
   ``forkserver`` that imported torch once, pinned to its slot's device through ``CUDA_VISIBLE_DEVICES``), in
@@ -31,10 +30,10 @@ import threading
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
@@ -44,91 +43,21 @@ from rich.text import Text
 
 from suite.console import make_console
 from suite.errors import UsageError
-from suite.run.builders import Builder
-from suite.run.job import JobSpec, run_job
-from suite.run.hparams import unknown_key_message
+from suite.run.job import JobSpec, record_from, run_job
 from suite.run.pool.process import JobProcess, start_job_server
-from suite.run.records import (RecordsWriteError, append_record, base_env, job_key, job_slug, latest_by_key,
-                                   make_record, now_iso, read_records_file, records_path)
-from suite.run.pool.rundir import (ARTIFACTS_DIR, MIN_FREE_BYTES, RunDirLock, default_out_dir, done_keys,
-                                  ensure_out_dir, save_curve)
+from suite.run.records import (Record, RecordsWriteError, append_record, base_env, job_slug, latest_by_key,
+                               now_iso, read_records_file, records_path)
+from suite.run.pool.rundir import (MIN_FREE_BYTES, RunDirLock, RunSettings, default_out_dir, done_keys,
+                                   ensure_out_dir, job_request, log_path, save_curve)
 
 FAILED = ("oom", "diverged", "timeout", "error")
-MAX_JOBS = 100_000  # a plan larger than this is a typo (e.g. --seeds 100000000), refused before it is built
 
-__all__ = ["FAILED", "RunSummary", "Slot", "default_out_dir", "make_slots", "plan_jobs", "print_summary",
+__all__ = ["FAILED", "RunSummary", "Slot", "default_out_dir", "make_slots", "print_summary",
            "run_in_process", "run_jobs", "start_job_server"]
 
 
-class Task(Protocol):
-    """What planning needs of a task (``suite.tasks.Task`` is one); the harness imports no task loader."""
-
-    name: str
-    family: str
-    job_builder: Builder | None
-
-    def job_config(self, profile: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]: ...
-
-    def declares(self, key: str) -> bool: ...
-
-    def default_attentions(self) -> list[str]: ...
-
-    def seq_lens(self, profile: str) -> list[int]: ...
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "oom": "red", "diverged": "red", "timeout": "red",
                  "error": "red"}
-
-
-def check_overrides(tasks: list[Task], overrides: dict[str, Any]) -> None:
-    """UsageError unless every override is a hyperparameter some of ``tasks`` declares, with a valid value there."""
-    for key, value in overrides.items():
-        declaring = [t for t in tasks if t.declares(key)]
-        if not declaring:
-            declared = {name: p for t in tasks if t.job_builder for name, p in t.job_builder.hparams.items()}
-            raise UsageError(f"--set {key}: {unknown_key_message(key, declared, 'the selected tasks')}")
-        for task in declaring:
-            problem = task.job_builder.hparams[key].problem(value)
-            if problem is not None:
-                raise UsageError(f"--set {key}={value!r}: expected {problem} (task {task.name})")
-
-
-def plan_jobs(tasks: list[Task], profile: str, attentions: list[str] | None = None, seeds: int = 1,
-              seq_lens: list[int] | None = None, overrides: dict[str, Any] | None = None,
-              rehearse: bool = False) -> list[JobSpec]:
-    """Every job of ``tasks``: per task, its lengths x seeds x attentions (the task defaults unless given).
-
-    ``attentions`` must already be canonical specs. ``overrides`` set declared hyperparameters of the tasks that
-    declare them (``check_overrides``). ``rehearse`` adds each builder's rehearsal overrides (under the given
-    ones) and keeps only the profile's shortest length (unless ``seq_lens`` is given): the profile end to end in
-    a couple of steps. Each task's builder checks its resolved hyperparameters here, before any job runs
-    (``Builder.check``); a ValueError becomes a UsageError naming the task. Duplicate jobs (same key) appear
-    once.
-    """
-    if seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
-    count = sum((len(seq_lens or task.seq_lens(profile)) if not rehearse else 1) * seeds
-                * len(attentions or task.default_attentions()) for task in tasks)
-    if count > MAX_JOBS:
-        raise UsageError(f"the plan has {count:,} jobs (more than {MAX_JOBS:,}); check --seeds, --seq-len and --attn")
-    overrides = dict(overrides or {})
-    check_overrides(tasks, overrides)
-    jobs: dict[str, JobSpec] = {}
-    for task in tasks:
-        rehearsal = task.job_builder.rehearsal if rehearse and task.job_builder is not None else {}
-        config = task.job_config(profile, {**rehearsal, **overrides})
-        if task.job_builder is not None and task.job_builder.check is not None:
-            try:
-                task.job_builder.check(config["hparams"])
-            except ValueError as err:
-                raise UsageError(f"{task.name} ({profile}): {err}") from None
-        specs = attentions or task.default_attentions()
-        lengths = seq_lens or ([min(task.seq_lens(profile))] if rehearse else task.seq_lens(profile))
-        for seq_len in lengths:
-            for seed in range(seeds):
-                for attention in specs:
-                    key = job_key(task.name, attention, profile, seed, seq_len, config)
-                    jobs.setdefault(key, JobSpec(task.name, task.family, attention, profile, seed, seq_len, config,
-                                                 key, task.job_builder))
-    return list(jobs.values())
 
 
 @dataclass
@@ -136,7 +65,7 @@ class RunSummary:
     """What a run did: the latest record of every planned job, and how many ran now, were reused or not run."""
 
     out: Path
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     ran: int = 0
     reused: int = 0
     not_run: int = 0
@@ -181,14 +110,6 @@ def make_slots(device: str, workers: int | None = None, devices: list[str] | Non
         return [Slot(device, {}, None, device)]
     threads = max(1, (os.cpu_count() or 1) // count) if device == "cpu" else None
     return [Slot(device, {}, threads, f"{device}#{i}") for i in range(count)]
-
-
-def _record(spec: JobSpec, outcome: dict[str, Any], env: dict[str, Any], started_at: str, wall: float) -> dict[str, Any]:
-    data = outcome.get("data") or {"source": spec.config["data"]["source"], "substitute": None}
-    return make_record(key=spec.key, task=spec.task, family=spec.family, attention=spec.attention,
-                       profile=spec.profile, seed=spec.seed, seq_len=spec.seq_len, status=outcome["status"],
-                       error=outcome.get("error"), metrics=outcome.get("metrics") or {}, config=spec.config, data=data,
-                       env={**env, **(outcome.get("env") or {})}, started_at=started_at, wall_s=round(wall, 3))
 
 
 def _main_metric_text(record: dict[str, Any]) -> str:
@@ -244,36 +165,15 @@ def run_jobs(jobs: list[JobSpec], out: Path, *, device: str = "cpu", data_root: 
         summary = RunSummary(out=out, reused=len(jobs) - len(todo))
         if summary.reused:
             console.print(f"resuming {out}: {summary.reused} of {len(jobs)} jobs already ok, {len(todo)} to run")
-        _run_pool(todo, out, slots, summary, console, data_root=data_root, job_timeout=job_timeout,
-                  stop_on_skip=stop_on_skip, download=download, tensorboard=tensorboard)
-    keys = {job.key for job in jobs}
-    path = records_path(out)
-    written = read_records_file(path) if path.exists() else []
-    summary.ran = len(written) - recorded_before
-    summary.records = [r for r in latest_by_key(written) if r["key"] in keys]
-    summary.not_run = len(keys - {r["key"] for r in summary.records})
-    if summary.interrupted:
-        console.print(f"interrupted by {signal.Signals(summary.signal).name}: {summary.not_run} jobs not run; "
-                      f"continue with --resume --out {out}")
-    if summary.stopped:
-        console.print(f"stopped: {summary.stopped}; {summary.not_run} jobs not run; free space or make it writable, "
-                      f"then continue with --resume --out {out}")
-    return summary
+        settings = RunSettings(data_root, download, tensorboard)
+        _run_pool(todo, out, slots, summary, console, settings, job_timeout=job_timeout, stop_on_skip=stop_on_skip)
+    return _summarize(summary, jobs, out, recorded_before, console)
 
 
-def _payload(spec: JobSpec, slot: Slot, out: Path, data_root: str | None, download: bool,
-             tensorboard: Path | None) -> dict[str, Any]:
-    return {"spec": spec, "device": slot.device, "data_root": data_root, "environ": {**os.environ, **slot.environ},
-            "threads": slot.threads, "download": download, "log": str(out / "logs" / f"{spec.slug}.log"),
-            "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(),
-            "tensorboard": None if tensorboard is None else Path(tensorboard).resolve() / spec.slug}
-
-
-def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSummary, console: Console, *,
-              data_root: str | None, job_timeout: float | None, stop_on_skip: bool, download: bool,
-              tensorboard: Path | None) -> None:
+def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSummary, console: Console,
+              settings: RunSettings, *, job_timeout: float | None, stop_on_skip: bool) -> None:
     """Keep every slot busy until the queue is empty; the parent records each job as it finishes."""
-    env = {**base_env(), "download": bool(download)}
+    env = {**base_env(), "download": bool(settings.download)}
     queue, free, running = deque(todo), list(slots), []
     failed = 0
     starting_new = True
@@ -285,7 +185,9 @@ def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSum
             while (queue and starting_new) or running:
                 while queue and free and starting_new:
                     spec, slot = queue.popleft(), free.pop(0)
-                    proc = JobProcess(_payload(spec, slot, out, data_root, download, tensorboard), job_timeout)
+                    request = job_request(spec, out, slot.device, settings, environ={**os.environ, **slot.environ},
+                                          threads=slot.threads)
+                    proc = JobProcess(request, job_timeout)
                     running.append(_Running(proc, spec, slot, now_iso(), time.monotonic()))
                     proc.start()
                 label = running[0].spec.label() if len(slots) == 1 and running else f"{len(running)} running"
@@ -295,13 +197,13 @@ def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSum
                     outcome = item.proc.poll()
                     if outcome is None:
                         continue
-                    record = _record(item.spec, outcome, env, item.started_at, time.monotonic() - item.start)
+                    record = record_from(item.spec, outcome, env, item.started_at, time.monotonic() - item.start)
                     append_record(out, record)
-                    save_curve(out, item.spec.slug, record, outcome.get("curve"))
+                    save_curve(out, item.spec.slug, record, outcome.curve)
                     item.proc.stop(grace=True)  # recorded first: a Ctrl-C while it exits loses nothing
                     running.remove(item)
                     free.append(item.slot)
-                    log = out / "logs" / f"{item.spec.slug}.log"
+                    log = log_path(out, item.spec.slug)
                     if log.exists() and log.stat().st_size == 0:
                         log.unlink()
                     failed += record["status"] in FAILED
@@ -340,18 +242,19 @@ def run_on_slurm(jobs: list[JobSpec], out: Path, options: Any, *, data_root: str
         summary.reused = len(jobs) - len(todo)
         handles = []
         if todo:
-            handles = slurm.submit_jobs(todo, out, options, data_root=data_root, download=download,
-                                        tensorboard=tensorboard, console=console)
+            handles = slurm.submit_jobs(todo, out, options, RunSettings(data_root, download, tensorboard),
+                                        console=console)
         if wait:
             with stop_signals_interrupt():
                 try:
-                    slurm.wait_and_record(out, console, _record, handles)
+                    slurm.wait_and_record(out, console, handles)
                 except KeyboardInterrupt as stop:
                     summary.interrupted = True
                     summary.signal = getattr(stop, "signum", signal.SIGINT)
                 except RecordsWriteError as err:
                     summary.stopped = err.strerror or str(err)
-    return _summarize(summary, jobs, out, recorded_before, console, waiting=not wait or summary.interrupted)
+    return _summarize(summary, jobs, out, recorded_before, console, launcher="slurm",
+                      waiting=not wait or summary.interrupted)
 
 
 def collect_slurm(out: Path, console: Console | None = None) -> RunSummary:
@@ -366,8 +269,8 @@ def collect_slurm(out: Path, console: Console | None = None) -> RunSummary:
         _, recorded_before = done_keys(out, True)
         entries = slurm.pending(out)
         keys = [JobSpec(**entry["spec"]) for entry, _ in slurm.pending_and_collected(out)]
-        slurm.record_ended(out, entries, {**base_env(), "launcher": "slurm"}, console, _record)
-    return _summarize(RunSummary(out=out), keys, out, recorded_before, console, waiting=True)
+        slurm.record_ended(out, entries, {**base_env(), "launcher": "slurm"}, console)
+    return _summarize(RunSummary(out=out), keys, out, recorded_before, console, launcher="slurm", waiting=True)
 
 
 @contextmanager
@@ -381,23 +284,32 @@ def _owning(out: Path, console: Console) -> Iterator[None]:
 
 
 def _summarize(summary: RunSummary, jobs: list[JobSpec], out: Path, recorded_before: int, console: Console,
-               waiting: bool) -> RunSummary:
-    """Fill the summary from OUT's records; say what is still queued or running in Slurm."""
-    from suite.run.pool import slurm
-
+               launcher: str = "local", waiting: bool = False) -> RunSummary:
+    """Fill the summary from OUT's records (the latest of every job of ``jobs``, how many ran now, how many did not
+    run) and say how to go on: after an interrupt or a stop, and for Slurm, what is still queued or running."""
     keys = {job.key for job in jobs}
     path = records_path(out)
     written = read_records_file(path) if path.exists() else []
     summary.ran = len(written) - recorded_before
     summary.records = [r for r in latest_by_key(written) if r["key"] in keys]
     summary.not_run = len(keys - {r["key"] for r in summary.records})
-    running = len(slurm.pending(out))
-    if running and waiting:
-        console.print(f"{running} jobs still queued or running in Slurm; gather them later with "
-                      f"`run_suite.py suite --collect --out {out}`", markup=False, highlight=False)
+    if launcher == "slurm":
+        from suite.run.pool import slurm
+
+        running = len(slurm.pending(out))
+        if running and waiting:
+            console.print(f"{running} jobs still queued or running in Slurm; gather them later with "
+                          f"`run_suite.py suite --collect --out {out}`", markup=False, highlight=False)
+        if summary.stopped:
+            console.print(f"stopped: {summary.stopped}; free space or make it writable, then `run_suite.py suite "
+                          f"--collect --out {out}`", markup=False, highlight=False)
+        return summary
+    if summary.interrupted:
+        console.print(f"interrupted by {signal.Signals(summary.signal).name}: {summary.not_run} jobs not run; "
+                      f"continue with --resume --out {out}")
     if summary.stopped:
-        console.print(f"stopped: {summary.stopped}; free space or make it writable, then `run_suite.py suite "
-                      f"--collect --out {out}`", markup=False, highlight=False)
+        console.print(f"stopped: {summary.stopped}; {summary.not_run} jobs not run; free space or make it writable, "
+                      f"then continue with --resume --out {out}")
     return summary
 
 
@@ -466,22 +378,21 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
     done = shared[0]
     todo = [job for job in jobs if job.key not in done]
     summary = RunSummary(out=out, reused=len(jobs) - len(todo))
+    settings = RunSettings(data_root, download, tensorboard)
     env = {**base_env(), "download": bool(download)}
+    recorded_before = len(read_records_file(records_path(out))) if records_path(out).exists() else 0
     for spec in todo:
         started_at, start = now_iso(), time.monotonic()
-        outcome = run_job(spec, resolved, data_root, rank=rank, world_size=world, download=download,
-                          artifacts_dir=(out / ARTIFACTS_DIR / spec.slug).resolve(),
-                          tensorboard=None if tensorboard is None else Path(tensorboard).resolve() / spec.slug)
+        request = replace(job_request(spec, out, resolved, settings), rank=rank, world_size=world, log=None)
+        outcome = run_job(request)
         dist.barrier()
         if rank == 0:
-            record = _record(spec, outcome, env, started_at, time.monotonic() - start)
+            record = record_from(spec, outcome, env, started_at, time.monotonic() - start)
             append_record(out, record)
-            save_curve(out, spec.slug, record, outcome.get("curve"))
+            save_curve(out, spec.slug, record, outcome.curve)
             console.print(_log_line(record, spec))
-        summary.ran += 1
     dist.barrier()
-    keys = {job.key for job in jobs}
-    summary.records = [r for r in latest_by_key(read_records_file(records_path(out))) if r["key"] in keys]
+    _summarize(summary, jobs, out, recorded_before, console)
     lock.release()
     dist.destroy_process_group()
     return summary

@@ -17,15 +17,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from suite.run.job import JobSpec, run_job
+from suite.run.job import JobRequest, JobSpec, Outcome, record_from, run_job
+from suite.run.pool.rundir import RunSettings, job_request, save_curve
 from suite.run.records import RecordsWriteError, append_record, base_env, now_iso
-from suite.run.pool.rundir import ARTIFACTS_DIR, save_curve
 
 SLURM_DIR = "slurm"
 MANIFEST = "jobs.jsonl"
@@ -49,17 +49,16 @@ class SlurmOptions:
     cluster: str = "slurm"  # "slurm", or "local" (submitit's local executor)
 
 
-def run_array_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """One array task, on its node: the job's outcome (``run_job``'s dict), as the local pool's child gives it."""
-    if payload.get("threads"):
+def run_array_task(request: JobRequest) -> Outcome:
+    """One array task, on its node: the job's outcome, as the local pool's child gives it, timed here."""
+    if request.threads:
         import torch
 
-        torch.set_num_threads(int(payload["threads"]))
-    spec: JobSpec = payload["spec"]
+        torch.set_num_threads(int(request.threads))
     started_at, start = now_iso(), time.monotonic()
-    outcome = run_job(spec, payload["device"], payload["data_root"], download=payload["download"],
-                      artifacts_dir=payload["artifacts_dir"], tensorboard=payload["tensorboard"])
-    return {**outcome, "started_at": started_at, "wall_s": time.monotonic() - start}
+    outcome = run_job(request)
+    outcome.started_at, outcome.wall_s = started_at, time.monotonic() - start
+    return outcome
 
 
 def _executor(folder: Path, options: SlurmOptions) -> Any:
@@ -80,18 +79,17 @@ def _executor(folder: Path, options: SlurmOptions) -> Any:
     return executor
 
 
-def submit_jobs(jobs: list[JobSpec], out: Path, options: SlurmOptions, *, data_root: str | None, download: bool,
-                tensorboard: Path | None, console: Console) -> list[Any]:
+def submit_jobs(jobs: list[JobSpec], out: Path, options: SlurmOptions, settings: RunSettings, *,
+                console: Console) -> list[Any]:
     """Submit ``jobs`` as one array; write the manifest; returns submitit's job handles (in ``jobs`` order)."""
     folder = out / SLURM_DIR
     folder.mkdir(parents=True, exist_ok=True)
     executor = _executor(folder, options)
     device = "cuda" if options.gpus_per_job else "cpu"
-    payloads = [{"spec": spec, "device": device, "data_root": data_root, "download": download,
-                 "threads": options.cpus_per_job, "artifacts_dir": (out / ARTIFACTS_DIR / spec.slug).resolve(),
-                 "tensorboard": None if tensorboard is None else Path(tensorboard).resolve() / spec.slug}
+    # each task's stdout and stderr go to submitit's log (env.slurm_log), not to OUT/logs
+    requests = [replace(job_request(spec, out, device, settings, threads=options.cpus_per_job), log=None)
                 for spec in jobs]
-    handles = executor.map_array(run_array_task, payloads)
+    handles = executor.map_array(run_array_task, requests)
     submitted = now_iso()
     with open(folder / MANIFEST, "a", encoding="utf-8") as f:
         for spec, handle in zip(jobs, handles):
@@ -148,24 +146,24 @@ def pending_and_collected(out: Path) -> list[tuple[dict[str, Any], Any]]:
     return [(json.loads(line), None) for line in path.read_text().splitlines() if line.strip()]
 
 
-def outcome_of(handle: Any) -> dict[str, Any] | None:
+def outcome_of(handle: Any) -> Outcome | None:
     """The outcome of an ended array task (its result, or Slurm's state as a status); None while it runs."""
     if not handle.done():
         return None
     state = str(handle.state)
     try:
-        return dict(handle.result())
+        result = handle.result()
     except Exception as err:  # noqa: BLE001 - the job ended without a result: Slurm's state says why
         name = state.split()[0] if state else "FAILED"
-        status = STATES.get(name, "error")
         reason = " ".join(str(err).split())[:300]
-        return {"status": status, "error": f"slurm: {state} ({reason})", "metrics": {}, "env": {}}
+        return Outcome.failed(STATES.get(name, "error"), f"slurm: {state} ({reason})")
+    return result if isinstance(result, Outcome) else Outcome(**result)  # a dict: an earlier version's result
 
 
-def record_ended(out: Path, entries: list[tuple[dict[str, Any], Any]], env: dict[str, Any], console: Console,
-                 make_record) -> tuple[int, int]:
+def record_ended(out: Path, entries: list[tuple[dict[str, Any], Any]], env: dict[str, Any],
+                 console: Console) -> tuple[int, int]:
     """Record every ended job of ``entries`` (parent: the only writer), mark it collected; (recorded, still
-    running). ``make_record(spec, outcome, env, started_at, wall)`` builds the record."""
+    running)."""
     recorded = running = 0
     for entry, handle in entries:
         outcome = outcome_of(handle)
@@ -175,10 +173,10 @@ def record_ended(out: Path, entries: list[tuple[dict[str, Any], Any]], env: dict
         spec = JobSpec(**entry["spec"])
         job_env = {**env, "slurm_job_id": entry["slurm_job_id"], "slurm_log": str(handle.paths.stdout)}
         # the array task times itself; a job that never reported has no start of its own: its submission
-        record = make_record(spec, outcome, job_env, outcome.get("started_at", entry["submitted_at"]),
-                             float(outcome.get("wall_s", 0.0)))
+        record = record_from(spec, outcome, job_env, outcome.started_at or entry["submitted_at"],
+                             float(outcome.wall_s or 0.0))
         append_record(out, record)
-        save_curve(out, spec.slug, record, outcome.get("curve"))
+        save_curve(out, spec.slug, record, outcome.curve)
         _mark_collected(out, entry["slurm_job_id"])
         console.print(f"{record['status']:<8} {spec.label()}  slurm {entry['slurm_job_id']}  "
                       f"{record['error'] or ''}", markup=False, highlight=False)
@@ -186,7 +184,7 @@ def record_ended(out: Path, entries: list[tuple[dict[str, Any], Any]], env: dict
     return recorded, running
 
 
-def wait_and_record(out: Path, console: Console, make_record, live: list[Any] = (), poll_s: float = 2.0) -> None:
+def wait_and_record(out: Path, console: Console, live: list[Any] = (), poll_s: float = 2.0) -> None:
     """Record jobs as they end until none is left (Ctrl-C stops waiting; the jobs go on in Slurm). ``live``: the
     handles this process submitted."""
     env = {**base_env(), "launcher": "slurm"}
@@ -195,7 +193,7 @@ def wait_and_record(out: Path, console: Console, make_record, live: list[Any] = 
         entries = pending(out, handles)
         if not entries:
             return
-        _, running = record_ended(out, entries, env, console, make_record)
+        _, running = record_ended(out, entries, env, console)
         if running:
             time.sleep(poll_s)
 
