@@ -343,3 +343,14 @@ def test_lm_eval_tasks_option_reaches_the_lm_builder_and_the_record(tmp_path, ca
     assert lm_eval_metrics and all(name.startswith("lm_eval.suite_heldout_cloze.") for name in lm_eval_metrics)
     (folder,) = (out / "artifacts").glob("lm-kjv_softmax_L32_s0_*")
     assert (folder / "checkpoint" / "model.pt").exists()
+
+
+def test_the_tools_are_commands_of_the_cli(capsys, tmp_path):
+    """The static Hopper profile, the approximation table and the checkpoint evaluation are run_suite.py commands."""
+    assert main(["approx", "--length", "16"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| q, k scale (RMS)") and "| t=6 " in out
+    assert main(["hopper-profile"]) == 2  # the tests run under TRITON_INTERPRET=1: nothing real to compile
+    assert "unset TRITON_INTERPRET" in capsys.readouterr().err
+    assert main(["eval-checkpoint", str(tmp_path / "no-such-checkpoint"), "--tasks", "none"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

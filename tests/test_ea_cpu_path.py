@@ -1,4 +1,4 @@
-"""The torch backend's fused CPU kernel (suite/attention/ea/fused.py) and its op-by-op fallback.
+"""The torch backend's fused CPU kernel (suite/attention/ea/cpu_fused.py) and its op-by-op fallback.
 
 - the fused kernel against the fp64 naive formula: forward and gradients, odd shapes (channel counts that are not
   a multiple of the vector width, several channel chunks with a ragged last one), masks, causal and not, every
@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from suite.attention import build_attention
-from suite.attention.ea import ea_attention, fused, path_used
-from suite.attention.ea.reference import ea_naive, ea_naive_state
+from suite.attention.ea import cpu_fused as fused
+from suite.attention.ea import ea_attention, path_used
+from suite.attention.ea.naive import ea_naive, ea_naive_state
 
 needs_kernel = pytest.mark.skipif(fused.unavailable_reason() is not None,
                                   reason=f"fused CPU kernel unavailable: {fused.unavailable_reason()}")
@@ -206,7 +207,7 @@ def test_disabled_kernel_runs_the_op_by_op_path_and_says_so(causal):
 
 def test_op_by_op_path_in_row_blocks_equals_one_block(monkeypatch):
     """The fallback's long-L blocking (state carried across blocks of rows) still holds."""
-    from suite.attention.ea import reference
+    from suite.attention.ea import torch_op as reference
 
     q, k, v = inputs(2, 37, 3, 24)
     mask = mask_for(2, 37)

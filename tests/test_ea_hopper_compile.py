@@ -16,7 +16,8 @@ from suite.attention.ea.hopper_compile import (DTYPES, LAUNCH_DIMS, LAUNCH_ORDER
                                                passes)
 from suite.attention.ea.triton_ops import KERNEL_TENSORS, kernel_bytes_per_element
 
-COMMITTED = Path(__file__).resolve().parents[1] / "results" / "static" / "sm90.json"
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results" / "static" / "sm90.json"
 #: every kernel variant the launcher launches (non-causal fwd and dq take no mask: it is in the carries; "no-Z":
 #: the forward without gradients, which writes no normaliser)
 VARIANTS = {"chunk sums keys", "chunk sums keys +mask", "chunk sums queries",
@@ -28,7 +29,7 @@ VARIANTS = {"chunk sums keys", "chunk sums keys +mask", "chunk sums queries",
 @pytest.fixture(scope="module")
 def profile():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "suite.attention.ea.hopper_compile", "--json"],
+    proc = subprocess.run([sys.executable, "run_suite.py", "hopper-profile", "--json"], cwd=ROOT,
                           capture_output=True, text=True, env=env, timeout=1500)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -75,7 +76,7 @@ def test_bytes_moved_per_element_match_what_each_kernel_must_read_and_write(prof
 
 def test_committed_static_profile_is_the_current_launch_set_and_passes(profile):
     committed = json.loads(COMMITTED.read_text())
-    assert committed["command"].startswith("python -m suite.attention.ea.hopper_compile")
+    assert committed["command"].startswith("python run_suite.py hopper-profile")
     key = lambda r: (r["variant"], r["dtype"], r["order"], r["block_l"], r["block_c"], r["num_warps"])  # noqa: E731
     launchable = {key(r) for r in profile}
     assert launchable <= {key(r) for r in committed["results"]}

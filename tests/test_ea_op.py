@@ -6,7 +6,7 @@ import torch
 
 from suite.attention.ea import ea_attention, ea_step
 from suite.attention.ea import triton_ops
-from suite.attention.ea.reference import ea_naive
+from suite.attention.ea.naive import ea_naive
 
 B, L, H, D = 2, 37, 3, 24
 ORDERS = (0, 2, 4, 6)
@@ -249,7 +249,7 @@ def test_bad_shapes_raise_value_error():
 
 def test_torch_path_in_row_blocks_equals_one_block(monkeypatch):
     """Long causal inputs run in blocks of rows with the state carried across; force tiny blocks here."""
-    from suite.attention.ea import reference
+    from suite.attention.ea import torch_op as reference
 
     q, k, v = make_inputs()
     mask = make_mask()
@@ -420,7 +420,7 @@ def test_the_torch_path_off_a_cpu_never_waits_for_the_device(monkeypatch):
     """Off a CPU the torch path is gpu-check's fp64 reference: its prefix sums are cumsums and nothing in the
     forward sweep or the key gradients reads a value back from the device (meta tensors hold no values, so any
     such read raises), whatever the number of blocks."""
-    from suite.attention.ea import reference
+    from suite.attention.ea import torch_op as reference
 
     monkeypatch.setattr(reference, "_rows_per_block", lambda x: 64)
     q, k, v = (torch.empty(2, 200, 3, 8, device="meta", dtype=torch.float64) for _ in range(3))

@@ -177,4 +177,4 @@ def test_lm_builder_trains_evaluates_runs_lm_eval_and_saves_a_checkpoint_the_dec
     decode_job.validate("lm-decode")
     decode_metrics = decode_job.measure()
     assert decode_metrics["state_bytes"] == metrics["state_bytes_L16"] and decode_metrics["decode_ms_per_token"] > 0
-    assert decode_job.backends["ea:order=2"] == "prefill=torch,step=torch-step"
+    assert decode_job.backends["ea:order=2"] == "prefill=cpu-fused,step=torch-step"

@@ -16,7 +16,7 @@ from PIL import Image
 
 from suite.data import DataMissingError
 from suite.data.lra import load_lra
-from suite.data.lra import aan, image, imdb, kjv, listops, pathfinder
+from suite.data.lra import aan, image, imdb, kjv, listops, pathfinder, pathfinder_gen
 from suite.data.lra.release import RELEASE_URL, find_release_dir, require_release_dir
 from suite.errors import UsageError
 
@@ -272,8 +272,8 @@ def grow(binary: np.ndarray, radius: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def samples_32():
-    params = pathfinder.lra_params(32, 14)
-    return [pathfinder.render_pathfinder_image(params, k % 2, np.random.default_rng([5, k])) for k in range(24)]
+    params = pathfinder_gen.lra_params(32, 14)
+    return [pathfinder_gen.render_pathfinder_image(params, k % 2, np.random.default_rng([5, k])) for k in range(24)]
 
 
 def test_pathfinder_images_have_two_markers_at_the_right_contour_tips(samples_32):
@@ -313,7 +313,7 @@ def test_pathfinder_label_decides_which_contour_ends_are_marked(samples_32):
 
 
 def test_pathfinder_generation_writes_release_layout_with_balanced_labels(tmp_path):
-    summary = pathfinder.generate_pathfinder(tmp_path, resolution=32, contour_length=6, num=14, seed=1,
+    summary = pathfinder_gen.generate_pathfinder(tmp_path, resolution=32, contour_length=6, num=14, seed=1,
                                              progress=False, images_per_batch=8)
     curv = tmp_path / "pathfinder32" / "curv_baseline"
     assert summary["dir"] == str(curv) and summary["generated"] == 14
@@ -332,16 +332,16 @@ def test_pathfinder_generation_writes_release_layout_with_balanced_labels(tmp_pa
 
 def test_pathfinder_generation_is_deterministic_extendable_and_parallel(tmp_path):
     args = dict(resolution=32, contour_length=9, seed=4, progress=False, images_per_batch=4)
-    pathfinder.generate_pathfinder(tmp_path / "once", num=6, **args)
-    pathfinder.generate_pathfinder(tmp_path / "grown", num=3, **args)
-    pathfinder.generate_pathfinder(tmp_path / "grown", num=6, **args)
-    pathfinder.generate_pathfinder(tmp_path / "parallel", num=6, workers=2, **args)
+    pathfinder_gen.generate_pathfinder(tmp_path / "once", num=6, **args)
+    pathfinder_gen.generate_pathfinder(tmp_path / "grown", num=3, **args)
+    pathfinder_gen.generate_pathfinder(tmp_path / "grown", num=6, **args)
+    pathfinder_gen.generate_pathfinder(tmp_path / "parallel", num=6, workers=2, **args)
     files = sorted(p.relative_to(tmp_path / "once") for p in (tmp_path / "once").rglob("*") if p.is_file())
     assert len(files) == 6 + 2 + 1
     for other in ("grown", "parallel"):
         assert all((tmp_path / "once" / f).read_bytes() == (tmp_path / other / f).read_bytes() for f in files)
     with pytest.raises(ValueError, match="other settings"):
-        pathfinder.generate_pathfinder(tmp_path / "once", num=6, **{**args, "seed": 5})
+        pathfinder_gen.generate_pathfinder(tmp_path / "once", num=6, **{**args, "seed": 5})
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
@@ -387,7 +387,7 @@ def test_pathfinder_loader_reads_release_metadata_and_skips_empty_images(tmp_pat
 
 
 def test_pathfinder_release_blacklist_spares_the_generated_sample_172(tmp_path):
-    pathfinder.generate_pathfinder(tmp_path / "gen", resolution=32, contour_length=6, num=173, seed=2,
+    pathfinder_gen.generate_pathfinder(tmp_path / "gen", resolution=32, contour_length=6, num=173, seed=2,
                                    progress=False, images_per_batch=173)
     curv = tmp_path / "gen" / "pathfinder32" / "curv_baseline"
     sample_172 = curv / "imgs/0/sample_172.png"

@@ -152,7 +152,7 @@ def test_vit_with_each_attention_lowers_its_loss_on_a_tiny_fixture(attention):
     backends = attention_backends(model)
     assert set(backends) == {attention} and "none" not in backends[attention]
     if attention == "ea":
-        assert backends["ea"] == "torch"  # the O(tLD) PyTorch path on a CPU
+        assert backends["ea"] == "cpu-fused"  # the O(tLD) path on a CPU: its fused C kernel
 
 
 def test_token_count_is_patches_plus_the_class_token():

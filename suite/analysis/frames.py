@@ -25,12 +25,12 @@ from typing import Iterable
 
 import pandas as pd
 
+from suite.analysis import DEFAULT_BASELINE
 from suite.analysis.published import LRA_TASKS, PUBLISHED_LRA
 from suite.analysis.stats import loglog_slope, mean_ci, paired_difference, verdict, welch_difference
 from suite.analysis.units import crossover_cell, metric_direction
 from suite.run.records import is_probe, latest_by_key, read_records
 
-DEFAULT_BASELINE = "softmax"
 TIME_METRICS = ("fwd_ms", "fwdbwd_ms", "decode_ms_per_token", "train_ms_per_sample", "infer_ms_per_sample")
 SCALING_METRICS = TIME_METRICS + ("peak_mem_bytes", "state_bytes")
 _DERIVED = {"train_ms_per_sample": "train_samples_per_s", "infer_ms_per_sample": "infer_samples_per_s"}

@@ -14,7 +14,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 CONFIDENCE = 0.95
 
@@ -23,7 +22,9 @@ def student_t_quantile(p: float, df: float) -> float:
     """The t with P(T <= t) = p for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
     if not 0.5 <= p < 1.0 or not df > 0:
         raise ValueError(f"student_t_quantile needs 0.5 <= p < 1 and df > 0, got p={p}, df={df}")
-    return float(_scipy_stats.t.ppf(p, df))
+    from scipy import stats
+
+    return float(stats.t.ppf(p, df))
 
 
 def _t95(df: float) -> float:

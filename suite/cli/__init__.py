@@ -1,7 +1,8 @@
 """``run_suite.py`` / ``ea-suite``: argument parsing and dispatch. User errors print one line and exit 2.
 
 Subcommands: ``list``, ``run``, ``probe``, ``suite`` (``cli.run``), ``compare``, ``report`` (``cli.results``), ``bench``
-(``cli.bench``), ``data generate`` (``cli.data``), ``gpu-check`` (``cli.gpu_check``).
+(``cli.bench``), ``data generate`` (``cli.data``), ``gpu-check`` (``cli.gpu_check``), ``hopper-profile``, ``approx``,
+``eval-checkpoint`` (``cli.tools``). Every module registers its commands the same way: ``add_parsers(sub)``.
 
 Exit codes: 0 every job ok; 1 some job failed (oom, diverged, timeout, error) or the run stopped because a
 record could not be written; 2 bad usage (unknown task or attention, bad option, bad task file, missing data,
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from suite.cli import bench, data, gpu_check, results, run
+from suite.cli import bench, data, gpu_check, results, run, tools
 from suite.cli.options import Parser
 from suite.errors import UsageError
 
@@ -23,14 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "Ctrl-C/SIGTERM/SIGHUP")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    run.add_parsers(sub)
-    results.add_parsers(sub)
-    p = sub.add_parser("bench", help="time attentions against sequence length (fwd, fwd+bwd, decode), checked first",
-                       description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_arguments(p)
-    p.set_defaults(func=bench.run)
-    data.add_parser(sub)
-    gpu_check.add_parser(sub)
+    for module in (run, results, bench, data, gpu_check, tools):
+        module.add_parsers(sub)
     return parser
 
 

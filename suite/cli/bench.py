@@ -36,6 +36,13 @@ DEFAULT_LENGTHS = "512,1024,2048,4096,8192"
 _MODE_TITLE = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "decode": "decode/token"}
 
 
+def add_parsers(sub) -> None:
+    p = sub.add_parser("bench", help="time attentions against sequence length (fwd, fwd+bwd, decode), checked first",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from suite.run.measure import DTYPES, LEVELS
 
@@ -255,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     notes = [f"cells: median ms over {args.repeats} calls (min-max); × {baseline}: its time / this time at the same "
              "L (above 1: faster than the baseline); peak MB: peak memory of one call above what was in use before it",
              f"machine load (1-min average) before / after: {load_before} / {load_after}"]
-    fused = sys.modules.get("suite.attention.ea.fused")
+    fused = sys.modules.get("suite.attention.ea.cpu_fused")
     kernel_note = fused.build_report() if fused is not None else None
     if kernel_note:
         notes.append(kernel_note)

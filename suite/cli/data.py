@@ -15,7 +15,7 @@ def generate(args: argparse.Namespace) -> int:
     if args.dataset == "lra-listops":
         from suite.data.lra.listops import generate_listops as generate
     else:
-        from suite.data.lra.pathfinder import generate_pathfinder as generate
+        from suite.data.lra.pathfinder_gen import generate_pathfinder as generate
     try:
         result = generate(args.out, **options)
     except ValueError as err:
@@ -26,7 +26,7 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("data", help="generate the synthetic LRA data sets (ListOps, Pathfinder)",
                        description="Generate the synthetic LRA data sets in the layout the real loaders read.")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)

@@ -24,7 +24,7 @@ from suite.errors import UsageError
 DEFAULT_BUDGET_S = 480.0
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("gpu-check", help="one command for a GPU: kernel checks, baselines, timings, targets",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("results/gpu"), metavar="DIR",

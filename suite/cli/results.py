@@ -61,8 +61,7 @@ and compared run to run; they need --out DIR."""
 
 
 def add_parsers(sub) -> None:
-    from suite.analysis.compare import FORMATS, REFERENCES
-    from suite.analysis.frames import DEFAULT_BASELINE
+    from suite.analysis import DEFAULT_BASELINE, FORMATS, REFERENCES
 
     baseline_help = (f"the attention every other is compared with, paired by seed (default: {DEFAULT_BASELINE}); "
                      "probes (probe:...) cannot be the baseline")

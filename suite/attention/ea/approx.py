@@ -1,18 +1,16 @@
 """How far the order-t Taylor weights are from the exact Gaussian weights exp(-(q-k)²/2).
 
-``python -m suite.attention.ea.approx`` prints, for q and k at several scales (the RMS of each channel's
+``python run_suite.py approx`` prints, for q and k at several scales (the RMS of each channel's
 values: 1 is what EAAttention's per-head RMS normalisation gives at initialisation), the relative RMSE of
 EA's output at orders 0..8 against exact element-wise attention, non-causal, on random inputs.
 """
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
 import torch
 
 from suite.attention.ea.exact import ea_exact_direct
-from suite.attention.ea.reference import ea_naive
+from suite.attention.ea.naive import ea_naive
 
 
 def approximation_table(scales=(0.5, 1.0, 1.5, 2.0, 3.0), orders=(0, 2, 4, 6, 8), length: int = 128,
@@ -30,14 +28,3 @@ def approximation_table(scales=(0.5, 1.0, 1.5, 2.0, 3.0), orders=(0, 2, 4, 6, 8)
             row[f"t={order}"] = float((out - exact).norm() / exact.norm())
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--length", type=int, default=128)
-    args = parser.parse_args()
-    print(approximation_table(length=args.length).to_markdown(index=False, floatfmt=".2e"))
-
-
-if __name__ == "__main__":
-    main()

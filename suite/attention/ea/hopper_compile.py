@@ -1,9 +1,9 @@
 """Compile every EA kernel the launcher can pick for Hopper (sm_90) without a GPU, and profile its resources.
 
-    python -m suite.attention.ea.hopper_compile                  # compile check: one line per kernel, ok or FAIL
-    python -m suite.attention.ea.hopper_compile --resources      # the static profile table (docs/kernels.md)
-    python -m suite.attention.ea.hopper_compile --resources --out results/static   # writes sm90.md, sm90.json
-    python -m suite.attention.ea.hopper_compile --resources --dims 64 --orders 8,12 --out DIR --name wide
+    python run_suite.py hopper-profile                  # compile check: one line per kernel, ok or FAIL
+    python run_suite.py hopper-profile --resources      # the static profile table (docs/kernels.md)
+    python run_suite.py hopper-profile --resources --out results/static   # writes sm90.md, sm90.json
+    python run_suite.py hopper-profile --resources --dims 64 --orders 8,12 --out DIR --name wide
 
 What is compiled is what the launcher launches: the op (``triton_ops.EATritonFunction``, forward and backward,
 causal and not, with and without a key padding mask, with initial and final state) runs on CPU tensors of a
@@ -19,17 +19,16 @@ loop per element of [B, L, H, D] (counted from the kernel's TTIR). The theoretic
 NVIDIA's occupancy calculator (cuda_occupancy.h) for compute capability 9.0; see ``occupancy_sm90``.
 
 It must run without TRITON_INTERPRET (interpreted kernels cannot be compiled); the tests start it in a subprocess.
+The command is ``suite.cli.tools``; this module is the library it calls.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
@@ -362,45 +361,20 @@ def markdown(results: list[dict], command: str) -> str:
     return "\n".join(head + lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--resources", action="store_true", help="print the resource table, not ok/FAIL lines")
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON list")
-    parser.add_argument("--out", help="directory to write NAME.md and NAME.json into")
-    parser.add_argument("--name", default="sm90", help="file name (without suffix) of the reports in --out")
-    parser.add_argument("--dims", default=",".join(map(str, LAUNCH_DIMS)))
-    parser.add_argument("--orders", default=",".join(map(str, LAUNCH_ORDERS)))
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
-    parser.add_argument("--generic", action="store_true", help="compile without Triton's argument specialisation")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        print("error: unset TRITON_INTERPRET: interpreted kernels cannot be compiled", file=sys.stderr)
-        return 2
-    ints = lambda s: tuple(int(x) for x in s.split(","))  # noqa: E731
-    results = profile(ints(args.dims), ints(args.orders), tuple(args.dtypes.split(",")), args.generic, args.jobs)
-    command = "python -m suite.attention.ea.hopper_compile " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, args.name + ".md"), "w") as f:
-            f.write(markdown(results, command.strip()))
-        with open(os.path.join(args.out, args.name + ".json"), "w") as f:
-            import triton
+def write_reports(results: list[dict], out: str | os.PathLike, name: str, command: str) -> None:
+    """``out/NAME.md`` (the table) and ``out/NAME.json`` (the command, the Triton version and every result)."""
+    import triton
 
-            json.dump(dict(command=command.strip(), triton=triton.__version__, results=results), f, indent=1)
-            f.write("\n")
-    if args.json:
-        print(json.dumps(results))
-    elif args.resources:
-        print(markdown(results, command.strip()))
-    else:
-        for r in results:
-            status = "ok  " if passes(r) else "FAIL"
-            print(f"{status} {r['variant']:<26} {r['dtype']:<5} t={r['order']} BLOCK_L={r['block_l']} "
-                  f"regs={r.get('regs')} spills={r.get('spill_stores')} occupancy={r.get('occupancy', 0):.0%} "
-                  f"{r['error']}")
-    return 0 if all(passes(r) for r in results) else 1
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".md"), "w") as f:
+        f.write(markdown(results, command))
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(dict(command=command, triton=triton.__version__, results=results), f, indent=1)
+        f.write("\n")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def status_line(r: dict) -> str:
+    """One binary's verdict: ok or FAIL with its registers, spills and occupancy."""
+    status = "ok  " if passes(r) else "FAIL"
+    return (f"{status} {r['variant']:<26} {r['dtype']:<5} t={r['order']} BLOCK_L={r['block_l']} regs={r.get('regs')} "
+            f"spills={r.get('spill_stores')} occupancy={r.get('occupancy', 0):.0%} {r['error']}")

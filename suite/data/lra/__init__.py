@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from suite.data import SPLITS, DataMissingError
 from suite.settings import cache_dir as resolve_cache_dir
 from suite.settings import data_root as resolve_data_root
-from suite.data.lra import aan, byte_tokens, image, imdb, kjv, listops, pathfinder
+from suite.data.lra import aan, byte_tokens, image, imdb, kjv, listops, pathfinder, pathfinder_gen
 from suite.data.lra.release import find_release_dir, missing_release_message
 
 if TYPE_CHECKING:
@@ -122,9 +122,9 @@ def _pathfinder(task, root, split, cache_dir, allow_generate, num_examples, seed
         # Each split of the cache is its own image set (stream), so N examples of a split cost N images.
         load_root = lra_cache_dir(cache_dir) / "pathfinder" / f"seed{seed}" / split
         count = num_examples if num_examples is not None else PATHFINDER_SPLIT_SIZES[split]
-        summary = pathfinder.generate_pathfinder(load_root, resolution, contour_length, num=count, seed=seed,
-                                                 progress=progress, images_per_batch=PATHFINDER_CACHE_BATCH,
-                                                 workers=workers, stream=SPLITS.index(split))
+        summary = pathfinder_gen.generate_pathfinder(load_root, resolution, contour_length, num=count, seed=seed,
+                                                     progress=progress, images_per_batch=PATHFINDER_CACHE_BATCH,
+                                                     workers=workers, stream=SPLITS.index(split))
         tokens, mask, labels = pathfinder.load_pathfinder(load_root, resolution, contour_length, "all",
                                                           num_examples=count, progress=progress)
         source = f"generated Pathfinder{resolution} contour length {contour_length} (seed {seed}; {summary['dir']})"
