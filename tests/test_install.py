@@ -1,5 +1,6 @@
-"""A non-editable ``pip install .`` into a fresh virtual environment works from any folder: the task files and
-the LM family's lm-eval tasks ship inside the package, and the ``ea-suite`` console command lists the tasks and
+"""A non-editable ``pip install .`` into a fresh virtual environment works from any folder: the task files (the
+top-level tasks/ folder, linked into the package as suite/tasks/files) and the LM family's lm-eval tasks ship
+inside the package, and the ``ea-suite`` console command lists the tasks and
 runs a smoke job.
 
 The fresh venv reuses the already-installed dependencies (torch alone is gigabytes), pip and setuptools through a
@@ -35,7 +36,7 @@ def installed(tmp_path_factory):
     # (and a stale build/ there from reaching the wheel)
     source = base / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "run_suite.py", "suite"):
+    for name in ("pyproject.toml", "README.md", "run_suite.py", "suite", "tasks"):
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
         copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
                                             if (ROOT / name).is_dir() else {}))

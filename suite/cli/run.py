@@ -349,7 +349,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("list", help="list every task with family, lengths per profile and data source",
-                       description="List every task (suite/tasks/<family>/<name>.yaml) with family, the lengths of each "
+                       description="List every task (tasks/<family>/<name>.yaml) with family, the lengths of each "
                                    "profile, data source and metric; --hparams: the hyperparameters each builder "
                                    "declares, with type, default and meaning.")
     p.add_argument("--family", type=comma_list, metavar="F,G", help="only these families (vit, lra, lm, kernels)")

@@ -1,4 +1,5 @@
-"""Task files: ``suite/tasks/<family>/<name>.yaml`` (package data beside this loader), loaded and validated here.
+"""Task files: ``tasks/<family>/<name>.yaml`` at the top of the repository (linked into the package as
+``suite/tasks/files``, so an installed package carries them), loaded and validated here.
 Adding a task is adding a file.
 
 A task file::
@@ -43,7 +44,9 @@ from suite.run.builders import Builder, get_builder, load_plugins
 from suite.run.hparams import resolve, unknown_key_message
 from suite import settings
 
-TASKS_ROOT = Path(str(importlib.resources.files("suite.tasks")))  # the YAML files ship inside the package
+#: the task files: the repository's top-level tasks/<family>/, which suite/tasks/files links to, so that an
+#: installed package carries them (a wheel holds the files themselves)
+TASKS_ROOT = Path(str(importlib.resources.files("suite.tasks"))) / "files"
 PROFILES = ("smoke", "cpu", "full")
 DIRECTIONS = ("max", "min")
 
