@@ -5,6 +5,7 @@ Needs root. When Slurm cannot be started the fixture FAILS with what went wrong:
 silently."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -50,7 +51,7 @@ class SlurmCluster:
         self.procs: list[subprocess.Popen] = []
         self.pidfiles: list[Path] = []
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         missing = [b for b in BINARIES if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
         if missing:
             raise SlurmUnavailable(f"not installed: {', '.join(missing)} (apt-get install {PACKAGES})")
@@ -81,7 +82,7 @@ class SlurmCluster:
         self.procs.append(subprocess.Popen(
             ["mariadbd", f"--datadir={r / 'db'}", "--user=root", f"--socket={db_socket}", f"--port={ports['db']}",
              "--bind-address=127.0.0.1", f"--pid-file={r / 'mariadb.pid'}"],
-            stdout=open(r / "log" / "mariadb.log", "w"), stderr=subprocess.STDOUT))
+            stdout=open(r / "log" / "mariadb.log", "w"), stderr=subprocess.STDOUT))  # noqa: SIM115  (the server's log)
         _wait("mariadbd", db_socket.exists, log=r / "log" / "mariadb.log")
         grant = _run("mariadb", "-uroot", f"--socket={db_socket}", "-e",
                      "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm'; "
@@ -159,10 +160,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
     def stop(self) -> None:
         subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True, env=self.env, timeout=30)
         for pidfile in reversed(self.pidfiles):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pidfile.read_text().split()[0]), 15)
-            except (OSError, ValueError):
-                pass
         for proc in self.procs:
             proc.terminate()
             try:

@@ -15,9 +15,9 @@ from suite.attention.aft import aft_causal_average, aft_global_average
 from suite.attention.based import taylor_features
 from suite.attention.ea import ea_attention
 from suite.attention.ea.exact import ea_exact_attention, ea_exact_direct
-from suite.attention.scan import causal_linear_scan
 from suite.attention.mamba import selective_scan
 from suite.attention.retention import retention_log_decays
+from suite.attention.scan import causal_linear_scan
 
 NAMES = available()
 DIM, HEADS, B, L = 32, 2, 2, 37
@@ -325,7 +325,8 @@ def test_aft_running_max_matches_direct_softmax_even_for_huge_keys():
 
 
 def test_aft_global_average_matches_direct_softmax():
-    k, v, keep = torch.randn(B, L, 6, dtype=torch.float64) * 300, torch.randn(B, L, 6, dtype=torch.float64), padding_mask()
+    k, v, keep = torch.randn(B, L, 6, dtype=torch.float64) * 300, torch.randn(B, L, 6,
+                                                                              dtype=torch.float64), padding_mask()
     w = torch.softmax(k.masked_fill(~keep[..., None], float("-inf")), dim=1)
     torch.testing.assert_close(aft_global_average(k, v, keep), (w * v).sum(1, keepdim=True))
 
@@ -395,7 +396,8 @@ def test_mamba_chunked_scan_matches_sequential_recurrence():
         ys.append((h * Cm[:, t, None]).sum(-1) + D * u[:, t])
     torch.testing.assert_close(y, torch.stack(ys, 1))
     torch.testing.assert_close(h_last, h)
-    assert_same_gradients(torch.cat([y.flatten(), h_last.flatten()]), torch.cat([torch.stack(ys, 1).flatten(), h.flatten()]), wrt)
+    assert_same_gradients(torch.cat([y.flatten(), h_last.flatten()]), torch.cat([torch.stack(ys, 1).flatten(),
+                                                                                 h.flatten()]), wrt)
 
 
 def test_mamba_padded_positions_leave_the_ssm_state_unchanged():
@@ -451,7 +453,8 @@ def test_mamba_scan_matches_sequential_recurrence_over_long_decays_and_extreme_s
     y_ref, h_ref = sequential_selective_scan(u, delta, A, Bm, Cm, D, h)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(h_last, h_ref, rtol=1e-10, atol=1e-10)
-    assert_same_gradients(torch.cat([y.flatten(), h_last.flatten()]), torch.cat([y_ref.flatten(), h_ref.flatten()]), wrt)
+    assert_same_gradients(torch.cat([y.flatten(), h_last.flatten()]), torch.cat([y_ref.flatten(), h_ref.flatten()]),
+                          wrt)
 
 
 def test_mamba_scan_stays_finite_in_fp32_when_decays_underflow():

@@ -8,7 +8,15 @@ import time
 import pytest
 import torch
 
-from suite.attention import AttentionModule, available, build_attention, canonical_spec, get_entry, parse_spec, timm_attn_layer
+from suite.attention import (
+    AttentionModule,
+    available,
+    build_attention,
+    canonical_spec,
+    get_entry,
+    parse_spec,
+    timm_attn_layer,
+)
 
 NAMES = available()
 

@@ -15,7 +15,8 @@ TINY = ["bench", "--lengths", "16,32", "--heads", "1", "--head-dim", "8", "--rep
     ("ea,softmax", ["ea", "softmax"]),
     ("ea:order=2,qk_norm=false,softmax", ["ea:order=2,qk_norm=false", "softmax"]),
     ("ea:order=2,qk_norm=false;softmax", ["ea:order=2,qk_norm=false", "softmax"]),
-    ("softmax;ea:order=2;linear:chunk_size=32,qkv_bias=true", ["softmax", "ea:order=2", "linear:chunk_size=32,qkv_bias=true"]),
+    ("softmax;ea:order=2;linear:chunk_size=32,qkv_bias=true", ["softmax", "ea:order=2",
+                                                               "linear:chunk_size=32,qkv_bias=true"]),
 ])
 def test_spec_lists_keep_multi_option_specs_whole(text, specs):
     assert split_specs(text) == specs

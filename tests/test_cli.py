@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_jobs import write_tiny_task
 
 from suite.cli import main
 from suite.run.records import read_records
-from tiny_jobs import write_tiny_task
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
 COMMON_OPTIONS = ("--attn", "--profile", "--seeds", "--seq-len", "--out", "--data-root", "--device", "--job-timeout",
@@ -28,7 +28,8 @@ def workdir(tmp_path, monkeypatch):
     (run / "records.jsonl").write_text(
         '{"key": "k", "task": "tiny", "family": "test", "attention": "softmax", "profile": "smoke", "seed": 0, '
         '"seq_len": 8, "status": "ok", "error": null, "metrics": {"accuracy": 0.5}, "config": {"metric": "accuracy", '
-        '"direction": "max"}, "data": {"source": "x", "substitute": false}, "env": {}, "started_at": "t", "wall_s": 1}\n')
+        '"direction": "max"}, "data": {"source": "x", "substitute": false}, "env": {}, "started_at": "t", '
+        '"wall_s": 1}\n')
     (tmp_path / "empty.jsonl").write_text("")
     good = (run / "records.jsonl").read_text()
     (tmp_path / "bad.jsonl").write_bytes(b'{"key": "a", "status": "ok"}\n{"key": \n' + good.encode() + b"\xff\n")
@@ -40,7 +41,8 @@ MISUSES = [
     ([], "the following arguments are required: COMMAND"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["run"], "the following arguments are required: task"),
-    (["run", "kernels-noncasual"], "unknown task 'kernels-noncasual' (did you mean 'kernels-noncausal'?); valid tasks:"),
+    (["run", "kernels-noncasual"],
+     "unknown task 'kernels-noncasual' (did you mean 'kernels-noncausal'?); valid tasks:"),
     (["run", "kernels-op", "--attn", "ea,nope"], "unknown attention 'nope'"),
     (["run", "kernels-op", "--attn", "ea:ordr=2"], "has no option 'ordr'"),
     (["run", "kernels-op", "--profile", "huge"], "invalid choice: 'huge'"),
@@ -304,7 +306,8 @@ def test_lm_eval_tasks_go_into_the_config_and_key_of_lm_jobs_only(workdir):
 
     tasks = select_tasks(load_tasks(), ["lm-kjv", "kernels-op"])
     default = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"])}
-    chosen = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"], overrides={"lm_eval_tasks": ["suite_heldout_cloze"]})}
+    chosen = {j.task: j for j in plan_jobs(tasks, "smoke", ["softmax"],
+                                           overrides={"lm_eval_tasks": ["suite_heldout_cloze"]})}
     assert default["lm-kjv"].config["hparams"]["lm_eval_tasks"] == ["suite_heldout_ppl"]  # the task file's
     assert chosen["lm-kjv"].config["hparams"]["lm_eval_tasks"] == ["suite_heldout_cloze"]
     assert chosen["lm-kjv"].key != default["lm-kjv"].key

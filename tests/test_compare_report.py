@@ -8,12 +8,12 @@ import math
 import pandas as pd
 import pytest
 
-from suite.cli import main
 from suite.analysis.compare import render
 from suite.analysis.frames import load_runs, metric_stats, scaling_frame
 from suite.analysis.stats import paired_difference, student_t_quantile, welch_difference
 from suite.analysis.tables import CSV_FIELDS, table_columns, task_tables
 from suite.analysis.units import format_pct, format_value
+from suite.cli import main
 from suite.run.records import append_record, make_record
 
 T95_DF2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables; scipy.stats.t.ppf)
@@ -386,9 +386,9 @@ def test_report_draws_the_learning_curves_and_links_them(runs, capsys):
 
 
 def test_load_curves_matches_latest_records_by_key_and_leaves_out_failed_jobs(runs, capsys):
-    from suite.run.records import read_records
     from suite.analysis.plots import CURVES_DIR, load_curves
     from suite.run.pool.rundir import CURVES_DIR as RUNNER_CURVES_DIR
+    from suite.run.records import read_records
 
     assert CURVES_DIR == RUNNER_CURVES_DIR  # report reads where the runner writes
 

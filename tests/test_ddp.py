@@ -4,8 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from suite.run.records import read_records
 from tiny_jobs import plugin_env, write_tiny_task
+
+from suite.run.records import read_records
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
 

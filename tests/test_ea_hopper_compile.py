@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from suite.attention.ea.hopper_compile import (DTYPES, LAUNCH_DIMS, LAUNCH_ORDERS, MIN_OCCUPANCY, occupancy_sm90,
-                                               passes)
+from suite.attention.ea.hopper_compile import DTYPES, LAUNCH_DIMS, LAUNCH_ORDERS, MIN_OCCUPANCY, occupancy_sm90, passes
 from suite.attention.ea.triton_ops import KERNEL_TENSORS, kernel_bytes_per_element
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "static" / "sm90.json"

@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from suite.attention.ea import ea_attention, ea_step
-from suite.attention.ea import triton_ops
+from suite.attention.ea import ea_attention, ea_step, triton_ops
 from suite.attention.ea.naive import ea_naive
 
 B, L, H, D = 2, 37, 3, 24
@@ -403,7 +402,8 @@ def test_traffic_model_lists_exactly_the_kernels_the_launcher_launches(monkeypat
         pytest.skip("a final state is causal only")
     launched = []
     monkeypatch.setattr(triton_ops, "_launch",
-                        lambda kernel, grid, args, num_warps, **c: launched.append(_variant_name(kernel.fn.__name__, c)))
+                        lambda kernel, grid, args, num_warps, **c: launched.append(_variant_name(kernel.fn.__name__,
+                                                                                                 c)))
     q, k, v = (t.float().requires_grad_(mode == "fwdbwd") for t in make_inputs())
     o, _ = triton_ops.ea_triton(q, k, v, 6, causal, None, output_final_state=want_state, num_splits=splits)
     if mode == "fwdbwd":

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from suite.cli import main
 from suite import gpu_check
+from suite.cli import main
 from suite.gpu_check import plan as plan_mod
 from suite.gpu_check import report, rows, runner
 from suite.gpu_check.plan import TINY, RowSpec, Shapes, timing_id
@@ -65,6 +65,7 @@ def test_an_unusable_out_is_refused_before_the_first_row(capsys, tmp_path, where
     assert "[  1/" not in captured.out  # no row ran
 
 
+@pytest.mark.slow
 def test_gpu_check_tiny_on_cpu_runs_every_step_and_writes_the_report(capsys, tmp_path):
     assert main(["gpu-check", "--tiny", "--device", "cpu", "--out", str(tmp_path)]) == 0
     folder = tmp_path / "cpu"

@@ -2,8 +2,8 @@
 import pytest
 
 import suite.run.measure as measure
-from suite.run.builders import BuildContext, get_builder
 from suite.families.kernels import KernelCheckError
+from suite.run.builders import BuildContext, get_builder
 
 HPARAMS = {"modes": ["fwd", "fwdbwd"], "level": "module", "causal": False, "batch_size": 1, "heads": 2,
            "head_dim": 8, "dtype": "float32", "repeats": 1, "max_check_error": 1e-4}

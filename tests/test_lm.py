@@ -10,12 +10,18 @@ import torch
 from suite.attention import available
 from suite.data import DataMissingError
 from suite.data import text as text_mod
-from suite.data.text import (contiguous_split, embedded_kjv_text, encode_splits, load_text, random_windows,
-                             sequential_windows)
+from suite.data.text import (
+    contiguous_split,
+    embedded_kjv_text,
+    encode_splits,
+    load_text,
+    random_windows,
+    sequential_windows,
+)
+from suite.data.tokenizer import ByteTokenizer, build_tokenizer, tokenizer_from_dict
 from suite.families.lm.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from suite.families.lm.decode_bench import decode_benchmark
 from suite.families.lm.evaluate import heldout_metrics
-from suite.data.tokenizer import ByteTokenizer, build_tokenizer, tokenizer_from_dict
 from suite.models.config import LMConfig
 from suite.models.lm import DecoderLM, next_token_loss
 

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 from torch import nn
 
+from suite.data.tokenizer import ByteTokenizer
 from suite.families.lm.checkpoint import save_checkpoint
 from suite.families.lm.heldout_docs import cloze_docs, perplexity_docs
 from suite.families.lm.lm_eval_model import SuiteLM, _windows
 from suite.families.lm.lm_eval_run import LOCAL_TASKS, TASK_DIR, flatten_metrics, run_lm_eval
-from suite.data.tokenizer import ByteTokenizer
 from suite.models.config import LMConfig
 from suite.models.lm import DecoderLM
 
@@ -149,10 +149,10 @@ def test_run_lm_eval_reads_the_held_out_split_of_a_local_corpus(tmp_path):
 
 
 def test_lm_builder_trains_evaluates_runs_lm_eval_and_saves_a_checkpoint_the_decode_job_reloads(tmp_path):
-    from suite.run.builders import BuildContext
-    from suite.run.train import train_and_evaluate
     from suite.families.lm.builder import build_lm_decode_job, build_lm_job
     from suite.families.lm.checkpoint import load_checkpoint
+    from suite.run.builders import BuildContext
+    from suite.run.train import train_and_evaluate
 
     hp = {"steps": 3, "batch_size": 2, "dim": 32, "depth": 1, "heads": 2, "eval_tokens": 128,
           "lm_eval_tasks": ["suite_heldout_ppl"], "lm_eval_limit": 1, "decode_lengths": [16]}

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from suite.data import DataMissingError
-from suite.data.lra import load_lra
-from suite.data.lra import aan, image, imdb, kjv, listops, pathfinder, pathfinder_gen
+from suite.data.lra import aan, image, imdb, kjv, listops, load_lra, pathfinder, pathfinder_gen
 from suite.data.lra.release import RELEASE_URL, find_release_dir, require_release_dir
 from suite.errors import UsageError
 
@@ -376,7 +375,7 @@ def test_pathfinder_loader_reads_release_metadata_and_skips_empty_images(tmp_pat
         seen += [str(p.relative_to(curv)) for p, _ in samples]
         tokens, mask, labels = pathfinder.load_pathfinder(tmp_path, 32, "easy", split)
         assert mask.all() and tokens.shape == (len(samples), 1024)
-        for row, (path, label) in enumerate(samples):
+        for row, (path, _label) in enumerate(samples):
             want_label, want_pixels = expected[str(path.relative_to(curv))]
             assert labels[row] == want_label and np.array_equal(tokens[row].numpy(), want_pixels)
     assert sorted(seen) == sorted(expected)  # splits are disjoint and cover every non-empty image

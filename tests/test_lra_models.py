@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from suite.run.builders import BuildContext
+from suite.families.lra import build_lra_job, lra_evaluate, lra_loss
 from suite.models.config import LRAConfig
 from suite.models.lra import LRAClassifier, LRADualClassifier
-from suite.families.lra import build_lra_job, lra_evaluate, lra_loss
+from suite.run.builders import BuildContext
 
 
 def _cfg(**kw):

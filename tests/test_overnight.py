@@ -10,11 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tiny_jobs import plugin_env, write_tiny_task
 
 from suite.cli import main
 from suite.run.pool.estimates import makespan
 from suite.run.records import append_record, make_record, read_records
-from tiny_jobs import plugin_env, write_tiny_task
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
 
@@ -107,6 +107,7 @@ def wait_for_records(out, count, proc, limit=180):
     raise AssertionError(f"no {count} records after {limit} s")
 
 
+@pytest.mark.slow
 def test_two_workers_record_every_job_exactly_once(tasks):
     out = tasks / "run"
     result = subprocess.run([sys.executable, str(RUN_SUITE), "suite", "--tasks", "slow", "--seq-len", "8,9,10,11",
@@ -118,6 +119,7 @@ def test_two_workers_record_every_job_exactly_once(tasks):
     assert len(keys) == 4 and set(keys.values()) == {1}
 
 
+@pytest.mark.slow
 def test_killing_a_two_worker_suite_then_resuming_loses_and_duplicates_nothing(tasks):
     out = tasks / "run"
     proc = start(tasks, out, "--workers", "2")
@@ -135,6 +137,7 @@ def test_killing_a_two_worker_suite_then_resuming_loses_and_duplicates_nothing(t
     assert sorted(r["seq_len"] for r in records) == [8, 9, 10, 11, 12, 13]  # nothing lost, nothing twice
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_out_is_refused_at_once(tasks):
     out = tasks / "run"
     first = start(tasks, out)

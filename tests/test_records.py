@@ -5,8 +5,17 @@ import os
 
 import pytest
 
-from suite.run.records import (RECORD_FIELDS, RecordsWriteError, append_record, base_env, job_key, latest_by_key,
-                                   make_record, ok_keys, read_records)
+from suite.run.records import (
+    RECORD_FIELDS,
+    RecordsWriteError,
+    append_record,
+    base_env,
+    job_key,
+    latest_by_key,
+    make_record,
+    ok_keys,
+    read_records,
+)
 
 CONFIG = {"builder": "kernels", "metric": "fwd_ms", "direction": "min", "data": {"source": "random-normal"},
           "hparams": {"batch": 1, "modes": ["fwd"]}}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 #: tasks that need a data set no package carries and no generator makes (they must skip, saying why)
 NEEDS_DATA = {"vit-cifar10", "vit-cifar100", "vit-imagenet", "lm-enwik8", "lm-wikitext103", "lm-tinystories"}
@@ -42,7 +44,7 @@ def test_tasks_without_their_data_are_skipped_with_instructions(rehearsal):
 
 def test_the_record_shows_the_rehearsal_overrides_and_the_full_profile(rehearsal):
     _, records = rehearsal
-    for task, record in records.items():
+    for record in records.values():
         if record["status"] != "ok":
             continue
         assert record["profile"] == "full"

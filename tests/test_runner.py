@@ -19,12 +19,12 @@ from suite.run.job import JobRequest, JobSpec, run_job
 from suite.run.pool.plan import plan_jobs
 from suite.run.pool.process import JobProcess
 from suite.run.pool.rundir import RunSettings, job_request
-from suite.run.records import job_slug, read_records
 from suite.run.pool.runner import (
     Interrupted,
     run_jobs,
     stop_signals_interrupt,
 )
+from suite.run.records import job_slug, read_records
 from suite.tasks import load_task_file
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"

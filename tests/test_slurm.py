@@ -9,10 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from slurm_cluster import SlurmCluster
-from suite.run.records import read_records
 from tiny_jobs import plugin_env, write_tiny_task
+
+from suite.run.records import read_records
+
+pytestmark = pytest.mark.slow
 
 RUN_SUITE = Path(__file__).resolve().parents[1] / "run_suite.py"
 

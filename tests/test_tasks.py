@@ -2,10 +2,10 @@
 import textwrap
 
 import pytest
+from tiny_jobs import write_tiny_task
 
 from suite.errors import UsageError
 from suite.tasks import PROFILES, TASKS_ROOT, TaskFileError, load_task_file, load_tasks, select_tasks
-from tiny_jobs import write_tiny_task
 
 GOOD = """\
 name: demo

@@ -14,16 +14,15 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from suite.attention import available
-from suite.data import DataMissingError
-from suite.data import vision
+from suite.data import DataMissingError, vision
 from suite.data.vision import ImageArrays, load_cifar, load_mnist_5k, load_vision
 from suite.errors import UsageError
+from suite.families.vit import job_geometry, train_batch_size
+from suite.models.config import nearest_geometry, token_count
+from suite.models.vit import create_vit
 from suite.run.builders import BuildContext, get_builder
 from suite.run.job import seed_everything
 from suite.run.train import attention_backends, train_and_evaluate
-from suite.models.config import nearest_geometry, token_count
-from suite.models.vit import create_vit
-from suite.families.vit import job_geometry, train_batch_size
 from suite.tasks import TASKS_ROOT, load_task_file
 
 TINY = dict(embed_dim=16, depth=1, num_heads=2, mlp_ratio=2)

@@ -97,7 +97,6 @@ def build_tiny(ctx: BuildContext) -> Workload:
         time.sleep(3600)
     if inject == "semaphore":
         import multiprocessing
-
         from multiprocessing import util
 
         _HELD.append(multiprocessing.get_context().RLock())
@@ -139,7 +138,8 @@ def build_tiny(ctx: BuildContext) -> Workload:
         return {}
 
     job = Workload(model=model, train_batches=train, loss_fn=loss_fn, eval_batches=val, evaluate=_evaluate,
-              extra_eval=extra_eval, data_info={"source": "tiny-random", "substitute": bool(hp.get("substitute", False))})
+              extra_eval=extra_eval, data_info={"source": "tiny-random", "substitute": bool(hp.get("substitute",
+                                                                                                   False))})
     return job
 
 

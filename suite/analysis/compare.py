@@ -22,11 +22,26 @@ import pandas as pd
 from rich.console import Console
 
 from suite.analysis import FORMATS, REFERENCES
-from suite.analysis.frames import (DEFAULT_BASELINE, LRA_METRIC, csv_frame, metric_stats, published_lra_rows,
-                                   scaling_frame)
+from suite.analysis.frames import (
+    DEFAULT_BASELINE,
+    LRA_METRIC,
+    csv_frame,
+    metric_stats,
+    published_lra_rows,
+    scaling_frame,
+)
 from suite.analysis.published import LRA_TASKS
-from suite.analysis.tables import (COST_NOTE, cost_tables, footnotes, lra_reference_table, markdown_table, rich_table,
-                                   scaling_note, scaling_table, task_tables)
+from suite.analysis.tables import (
+    COST_NOTE,
+    cost_tables,
+    footnotes,
+    lra_reference_table,
+    markdown_table,
+    rich_table,
+    scaling_note,
+    scaling_table,
+    task_tables,
+)
 from suite.console import make_console
 
 NO_LRA_TASKS = (f"--reference lra: these records hold no LRA task ({', '.join(LRA_TASKS)}), so there is nothing to "

@@ -20,8 +20,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -58,10 +58,11 @@ def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
         if not records:
             raise ValueError(f"{path}: no records")
         for r in records:
-            metrics = dict(r.get("metrics") or {})
+            metrics: dict[str, float | None] = dict(r.get("metrics") or {})
             for derived, source in _DERIVED.items():
-                if isinstance(metrics.get(source), (int, float)) and metrics[source] > 0:
-                    metrics[derived] = 1000.0 / metrics[source]
+                rate = metrics.get(source)
+                if isinstance(rate, (int, float)) and rate > 0:
+                    metrics[derived] = 1000.0 / rate
             data = r.get("data") or {}
             rows.append({"run": label, "task": r["task"], "family": r["family"], "attention": r["attention"],
                          "kind": "probe" if is_probe(r["attention"]) else "attention", "key": r["key"],

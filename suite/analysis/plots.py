@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,8 @@ from matplotlib.ticker import NullLocator
 
 from suite.analysis.frames import attention_order
 from suite.analysis.tables import SUBSTITUTE_MARK, attention_label
-from suite.run.records import CURVES_DIR, latest_by_key
+from suite.console import warn
+from suite.run.records import CURVES_DIR, Record, latest_by_key
 
 RUN_STYLES = ("-", "--", ":", "-.")
 RUN_HATCHES = ("", "//", "..", "xx")
@@ -35,7 +36,8 @@ def attention_colors(attentions: Sequence[str]) -> dict[str, Any]:
     """One colour per attention, the same in every figure of a report."""
     from matplotlib import colormaps
 
-    palette = colormaps["tab10"].colors + colormaps["Dark2"].colors
+    # tab10 and Dark2 are ListedColormaps, whose colors the stubs of the base Colormap do not declare
+    palette = list(colormaps["tab10"].colors) + list(colormaps["Dark2"].colors)  # type: ignore[attr-defined]
     return {a: palette[i % len(palette)] for i, a in enumerate(attentions)}
 
 
@@ -139,7 +141,7 @@ def _unusable_curve(curve: Any) -> str | None:
     return None
 
 
-def load_curves(run_dir: Path, run: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def load_curves(run_dir: Path, run: str, records: list[Record]) -> list[dict[str, Any]]:
     """The curves in ``run_dir/curves/`` whose key has a latest record that finished ok, each with that record's
     identity (task, attention, seq_len, seed, metric, substitute) and ``run``. A curve without a record is
     ignored; an unreadable one is skipped with one warning line; no ``curves/`` folder: no curves."""
@@ -152,11 +154,11 @@ def load_curves(run_dir: Path, run: str, records: list[dict[str, Any]]) -> list[
         try:
             curve = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as err:
-            print(f"warning: {path}: not a readable curve ({type(err).__name__}); skipped", file=sys.stderr)
+            warn(f"{path}: not a readable curve ({type(err).__name__}); skipped")
             continue
         why = _unusable_curve(curve)
         if why is not None:
-            print(f"warning: {path}: not a usable curve ({why}); skipped", file=sys.stderr)
+            warn(f"{path}: not a usable curve ({why}); skipped")
             continue
         record = by_key.get(curve["key"])
         if record is None or record["status"] != "ok":
@@ -231,7 +233,7 @@ def curve_plot(curves: list[dict[str, Any]], task: str, seq_len: int, path: Path
                     ax.fill_between(grid, low, high, color=color, alpha=0.15, linewidth=0)
         ax.set_xlabel("tokens seen" if x == "tokens" else "optimizer step")
         ax.set_ylabel(ylabel)
-        low_high = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
+        low_high = [float(v) for line in ax.get_lines() for v in np.asarray(line.get_ydata()) if v > 0]
         if part == "train" and low_high and max(low_high) > 10 * min(low_high):
             ax.set_yscale("log")  # a loss over more than a decade
         ax.grid(True, which="both", alpha=0.3)

@@ -22,21 +22,35 @@ Substitute-data rows are marked † in every table and plot title. Plots use mat
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
 from suite.analysis.compare import markdown_lines, sections
-from suite.analysis.frames import DEFAULT_BASELINE, SCALING_METRICS, TIME_METRICS, attention_order, check_baseline, \
-    load_runs, metric_stats
-from suite.analysis.plots import (attention_colors, curve_plot, load_curves, quality_plot, run_style, safe_name,
-                                  scaling_plot)
+from suite.analysis.frames import (
+    DEFAULT_BASELINE,
+    SCALING_METRICS,
+    TIME_METRICS,
+    attention_order,
+    check_baseline,
+    load_runs,
+    metric_stats,
+)
+from suite.analysis.plots import (
+    attention_colors,
+    curve_plot,
+    load_curves,
+    quality_plot,
+    run_style,
+    safe_name,
+    scaling_plot,
+)
 from suite.analysis.tables import pipe_table
-from suite.run.records import latest_by_key, read_records
+from suite.run.records import Record, latest_by_key, read_records
 
 
-def _provenance(records: list[dict]) -> list[str]:
+def _provenance(records: list[Record]) -> list[str]:
     def values(field: str) -> str:
         found = sorted({str(r["env"].get(field)) for r in records if r.get("env") and r["env"].get(field) is not None})
         return ", ".join(found) or "unknown"

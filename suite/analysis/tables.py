@@ -15,14 +15,14 @@ rendered as Markdown pipe tables (``pipe_table``: no dependency, so the GPU box 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from suite.analysis.frames import (DEFAULT_BASELINE, LRA_METRIC, _runs_of, attention_order, lra_frame,
-                                   metric_stats)
+from suite.analysis.frames import DEFAULT_BASELINE, LRA_METRIC, _runs_of, attention_order, lra_frame, metric_stats
 from suite.analysis.published import LRA_TASKS, PUBLISHED_LRA
 from suite.analysis.units import format_pct, format_value
 from suite.run.records import is_probe

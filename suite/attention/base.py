@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ def fla_unavailable_reason(x: torch.Tensor) -> str | None:
     return None
 
 
-def wants_fast_path(module: "AttentionModule", x: torch.Tensor, reason_not: str | None,
+def wants_fast_path(module: AttentionModule, x: torch.Tensor, reason_not: str | None,
                     fast: str = "fla") -> bool:
     """Whether to run the fast backend ``fast``: yes for backend=fast (raising a clear ValueError when it cannot
     run, with ``reason_not`` or the availability reason), yes for auto when it can run, no for torch."""
@@ -57,13 +58,16 @@ class AttentionModule(nn.Module):
     registry_name: str = "?"
     #: backend names this module accepts; the first one is the plain PyTorch reference
     backends: tuple[str, ...] = ("torch",)
+    #: the input projection dim -> 3*dim that ``project_qkv`` uses; set by the subclasses that call it
+    qkv: nn.Linear
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto") -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
         if backend != "auto" and backend not in self.backends:
-            raise ValueError(f"unknown backend {backend!r} for {self.registry_name}; valid: auto, {', '.join(self.backends)}")
+            raise ValueError(f"unknown backend {backend!r} for {self.registry_name}; "
+                             f"valid: auto, {', '.join(self.backends)}")
         self.dim, self.num_heads, self.head_dim, self.causal = dim, num_heads, dim // num_heads, causal
         self.backend = backend
         self.backend_used = "none"

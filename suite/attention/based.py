@@ -118,4 +118,5 @@ class BasedAttention(AttentionModule):
         self.check_step_allowed()
         q, k, v = self.project_qkv(x)
         out, state = self.attend(q, k, v, want_state=True)
+        assert state is not None  # want_state=True
         return self.o_proj(self.merge_heads(out)), state

@@ -26,7 +26,7 @@ class KVCache:
         self._k, self._v, self.length = k, v, length
 
     @classmethod
-    def empty(cls, batch: int, heads: int, head_dim: int, device=None, dtype=None, capacity: int = 64) -> "KVCache":
+    def empty(cls, batch: int, heads: int, head_dim: int, device=None, dtype=None, capacity: int = 64) -> KVCache:
         shape = (batch, capacity, heads, head_dim)
         return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                    length=0)
@@ -45,7 +45,7 @@ class KVCache:
     def capacity(self) -> int:
         return self._k.shape[1]
 
-    def append(self, k_t: torch.Tensor, v_t: torch.Tensor) -> "KVCache":
+    def append(self, k_t: torch.Tensor, v_t: torch.Tensor) -> KVCache:
         """This cache plus one position (k_t, v_t [B, 1, H, D]); written in place, doubling a full buffer."""
         k_buf, v_buf = self._k, self._v
         if self.length == self.capacity:

@@ -56,7 +56,8 @@ class LinearAttention(AttentionModule):
         """φ(q), φ(k), v [B, L, H, D] -> (o [B, L, H, D], state {S, z} when want_state)."""
         if key_padding_mask is not None:
             kf = kf * key_padding_mask[:, :, None, None].to(kf.dtype)
-        no_kernel = None if self.causal else "fla has no non-causal linear-attention kernel (it is two matmuls in torch)"
+        no_kernel = (None if self.causal
+                     else "fla has no non-causal linear-attention kernel (it is two matmuls in torch)")
         if wants_fast_path(self, v, no_kernel):
             return self._attend_fla(qf, kf, v, want_state)
         self.backend_used = "torch"
@@ -108,4 +109,5 @@ class LinearAttention(AttentionModule):
         self.check_step_allowed()
         qf, kf, v = self.project_qkv(x)
         out, state = self.attend(qf, kf, v, want_state=True)
+        assert state is not None  # want_state=True
         return self.proj(self.merge_heads(out)), state

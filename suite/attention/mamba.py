@@ -97,7 +97,8 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor,
-                Cm: torch.Tensor, D: torch.Tensor, h0: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                Cm: torch.Tensor, D: torch.Tensor, h0: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
         y, h, starts = _scan(u, delta, A, Bm, Cm, D, h0, chunk_size, keep_chunk_starts=True)
         ctx.save_for_backward(u, delta, A, Bm, Cm, D, starts)
         ctx.chunk_size = chunk_size
@@ -154,7 +155,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: to
     Bsz, L, Di = u.shape
     dt = compute_dtype(u)
     h0 = torch.zeros(Bsz, Di, A.shape[1], device=u.device, dtype=dt) if initial_state is None else initial_state
-    args = [t.to(dt) for t in (u, delta, A, Bm, Cm, D, h0)]
+    args = (u.to(dt), delta.to(dt), A.to(dt), Bm.to(dt), Cm.to(dt), D.to(dt), h0.to(dt))
     with torch.autocast(u.device.type, enabled=False):                         # keep the matmuls in dt
         if torch.is_grad_enabled() and any(t.requires_grad for t in args):
             return _SelectiveScan.apply(*args, chunk_size)
@@ -212,6 +213,7 @@ class SSMBranch(nn.Module):
             y, h = selective_scan(xc, delta, self.A(), Bm, Cm, self.D, chunk_size=chunk_size)
         state = None
         if want_state:
+            assert h is not None  # the kernel returns the last state when want_state
             need = self.d_conv - 1
             window = F.pad(x.transpose(1, 2), (max(0, need - L), 0))
             state = {"conv": window[..., window.shape[-1] - need:], "ssm": h.to(compute_dtype(x))}
@@ -220,11 +222,13 @@ class SSMBranch(nn.Module):
     def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x_t [B, Di] -> (y_t [B, Di], state) with state {"conv": [B, Di, d_conv-1], "ssm": [B, Di, N]}."""
         window = torch.cat([state["conv"], x_t[:, :, None].to(state["conv"].dtype)], dim=-1)   # [B, Di, d_conv]
+        assert self.conv.bias is not None  # built with bias=True
         xc = F.silu((window * self.conv.weight[:, 0]).sum(-1) + self.conv.bias).to(x_t.dtype)
         delta, Bm, Cm = self.selection(xc)
         h = state["ssm"]
         dt = h.dtype
-        h = torch.exp(delta.to(dt)[..., None] * self.A().to(dt)) * h + (delta * xc).to(dt)[..., None] * Bm.to(dt)[:, None]
+        h = torch.exp(delta.to(dt)[..., None] * self.A().to(dt)) * h + (delta * xc).to(dt)[..., None] * Bm.to(dt)[:,
+                                                                                                                  None]
         y = (h * Cm.to(dt)[:, None]).sum(-1) + self.D.to(dt) * xc.to(dt)
         return y, {"conv": window[..., 1:], "ssm": h}
 
@@ -297,4 +301,5 @@ class MambaBlock(AttentionModule):
         """Parallel causal forward over a prompt x [B, L, dim] that also returns the decoding state after it."""
         self.check_step_allowed()
         y, state = self._mix(x, None, want_state=True)
+        assert state is not None  # want_state=True
         return self.out_proj(y), state

@@ -1,7 +1,7 @@
 """One registry for every attention: ``@register_attention`` on a module class, ``build_attention(spec)``.
 
 A spec is ``"name"`` or ``"name:key=value,key=value"`` (e.g. ``"ea:order=2"``). Option values are parsed
-as int, float, bool (true/false) or left as strings; the allowed keys are the keyword arguments of the
+as int, float, bool (true/false), None (none/null) or left as strings; the allowed keys are the keyword arguments of the
 class's ``__init__`` beyond ``dim``, ``num_heads`` and ``causal``.
 """
 from __future__ import annotations
@@ -10,11 +10,15 @@ import difflib
 import functools
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from suite.attention.base import AttentionModule
 
 _FIXED_ARGS = ("self", "dim", "num_heads", "causal")
 
@@ -30,10 +34,10 @@ class AttentionEntry:
 _REGISTRY: dict[str, AttentionEntry] = {}
 
 
-def register_attention(name: str, description: str = "") -> Callable[[type], type]:
+def register_attention(name: str, description: str = "") -> Callable[[type[AttentionModule]], type[AttentionModule]]:
     """Class decorator: make ``cls`` buildable as ``build_attention(name, ...)``."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: type[AttentionModule]) -> type[AttentionModule]:
         if name in _REGISTRY:
             raise ValueError(f"attention {name!r} is registered twice")
         params = inspect.signature(cls.__init__).parameters

@@ -37,6 +37,7 @@ class Retention(AttentionModule):
     """Multi-scale retention; decoding state S [B, H, D, D] (fp32)."""
 
     backends = ("torch", "fla")
+    log_decay: torch.Tensor  # buffer [H], registered in __init__
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
                  chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True) -> None:
@@ -132,4 +133,5 @@ class Retention(AttentionModule):
         self.check_step_allowed()
         q, k, v = self.project_qkv(x)
         o, state = self.attend(q, k, v, want_state=True)
+        assert state is not None  # causal with want_state=True
         return self._output(x, o), state

@@ -32,13 +32,19 @@ def sdpa_backend_name(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     """The SDPA kernel torch would pick for these inputs (first usable in its priority order)."""
     if q.device.type != "cuda":
         return "cpu-" + ("math" if mask is not None else "flash")
-    from torch.backends.cuda import SDPAParams, can_use_cudnn_attention, can_use_efficient_attention, can_use_flash_attention
+    from torch.backends.cuda import (
+        SDPAParams,
+        can_use_cudnn_attention,
+        can_use_efficient_attention,
+        can_use_flash_attention,
+    )
 
     try:
         params = SDPAParams(q, k, v, mask, 0.0, causal, False)
     except TypeError:  # older signature without enable_gqa
-        params = SDPAParams(q, k, v, mask, 0.0, causal)
-    checks = {"flash": can_use_flash_attention, "efficient": can_use_efficient_attention, "cudnn": can_use_cudnn_attention}
+        params = SDPAParams(q, k, v, mask, 0.0, causal)  # type: ignore[call-arg]  # older torch; stubs have the new form
+    checks = {"flash": can_use_flash_attention, "efficient": can_use_efficient_attention,
+              "cudnn": can_use_cudnn_attention}
     for backend in torch._C._get_sdp_priority_order():
         name = {1: "flash", 2: "efficient", 3: "cudnn", 0: "math"}.get(int(backend))
         if name == "math":
@@ -100,6 +106,7 @@ class SoftmaxAttention(AttentionModule):
             out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, is_causal=causal)
         out = out.transpose(1, 2)
         if key_padding_mask is not None:  # rows with no usable key: 0, as in the reference
+            assert mask is not None  # built above from key_padding_mask
             usable = mask.any(-1).squeeze(1)  # [B, Lq]
             out = out * usable[..., None, None].to(out.dtype)
         return out

@@ -26,7 +26,6 @@ import platform
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from suite.cli.options import attention_specs, comma_list, lengths, out_dir, output_file, positive_float, positive_int
@@ -121,39 +120,34 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], str, Any, float, str
 
 def measure_points(specs: list[str], lengths: list[int], modes: list[str], args: argparse.Namespace, device: str,
                    dtype: Any, tolerance: float, console) -> list[dict[str, Any]]:
-    """One row per attention, L and mode: status, times (median, min, max, repeats), memory, check error."""
-    import torch
-
-    from suite.run.measure import TIME_KEYS, measure_attention
+    """One row per attention, L and mode (``measure.measure_point``): status, times (median, min, max, repeats),
+    memory, check error."""
+    from suite.run.measure import measure_point
 
     points = []
     for spec in specs:
         for length in lengths:
             for mode in modes:
-                row: dict[str, Any] = {"attention": spec, "L": length, "mode": mode, "status": "ok"}
+                row: dict[str, Any] = {"attention": spec, "L": length, "mode": mode}
                 try:
-                    res = measure_attention(spec, length, mode, batch=args.batch, num_heads=args.heads,
-                                            head_dim=args.head_dim, causal=args.causal, dtype=dtype, device=device,
-                                            repeats=args.repeats, level=args.level, max_check_rows=args.check_rows)
-                except torch.OutOfMemoryError:
-                    row["status"] = "oom"
+                    point = measure_point(spec, length, mode, tolerance=tolerance, batch=args.batch,
+                                          num_heads=args.heads, head_dim=args.head_dim, causal=args.causal,
+                                          dtype=dtype, device=device, repeats=args.repeats, level=args.level,
+                                          max_check_rows=args.check_rows)
                 except ValueError as err:
                     raise UsageError(f"{spec} L={length} {mode}: {err}") from None
-                except Exception as err:  # noqa: BLE001 - a crash in one point must not lose the others
-                    row["status"] = "error"
-                    row["error"] = f"{type(err).__name__}: {' '.join(str(err).split())}"[:300]
-                else:
-                    row.update(backend=res["backend_used"], check_error=res["check_error"],
-                               peak_mem_bytes=res["peak_mem_bytes"])
-                    if not res["check_error"] <= tolerance:
-                        row["status"] = "wrong"
-                        row["error"] = f"check error {res['check_error']:.2e} > {tolerance:g}; not timed"
-                    else:
-                        row.update(ms=res[TIME_KEYS[mode]], min_ms=res["time_min_ms"], max_ms=res["time_max_ms"],
-                                   repeats=res["repeats"])
-                        for key in ("prefill_ms", "state_bytes"):
-                            if key in res:
-                                row[key] = res[key]
+                res = point.result
+                row["status"] = point.status
+                if point.error:
+                    row["error"] = point.error
+                if "check_error" in res:
+                    row.update(backend=res["backend_used"], check_error=res["check_error"])
+                if point.status == "ok":
+                    row.update(peak_mem_bytes=res["peak_mem_bytes"], ms=point.ms, min_ms=res["time_min_ms"],
+                               max_ms=res["time_max_ms"], repeats=res["repeats"])
+                    for key in ("prefill_ms", "state_bytes"):
+                        if key in res:
+                            row[key] = res[key]
                 points.append(row)
                 done = f"{row['ms']:.2f} ms" if row["status"] == "ok" else row.get("error") or row["status"]
                 console.print(f"{spec} L={length} {_MODE_TITLE[mode]}: {done}", markup=False, highlight=False)
@@ -183,8 +177,8 @@ def tables(points: list[dict[str, Any]], specs: list[str], modes: list[str], bas
     """(point table, scaling table) as DataFrames ready for compare's rich/markdown renderers."""
     import pandas as pd
 
-    from suite.analysis.units import crossover_cell
     from suite.analysis.stats import loglog_slope
+    from suite.analysis.units import crossover_cell
 
     by_key = {(p["attention"], p["L"], p["mode"]): p for p in points}
     lengths = sorted({p["L"] for p in points})
@@ -204,8 +198,7 @@ def tables(points: list[dict[str, Any]], specs: list[str], modes: list[str], bas
                     row["state MB"] = f"{p['state_bytes'] / 1e6:.3f}"
                 if p.get("backend") and p["backend"] not in backends:
                     backends.append(p["backend"])
-            checks = [by_key[(spec, length, m)].get("check_error") for m in modes]
-            checks = [c for c in checks if c is not None]
+            checks = [c for m in modes if (c := by_key[(spec, length, m)].get("check_error")) is not None]
             row["max check err"] = f"{max(checks):.1e}" if checks else "-"
             row["backend"] = "+".join(backends) or "-"
             rows.append(row)
@@ -239,16 +232,14 @@ def run(args: argparse.Namespace) -> int:
     """Check and time every point, print and save the tables; exit 1 when a point failed or was wrong."""
     import pandas as pd
 
-    from suite.console import make_console
     from suite.analysis.tables import markdown_table, rich_table
+    from suite.console import make_console
     from suite.run.measure import machine_load
+    from suite.run.pool.rundir import default_out_dir, ensure_out_dir
 
     specs, device, dtype, tolerance, baseline = _validate(args)
-    out = args.out or Path("results") / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-bench"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out {out}: cannot create the folder ({err.strerror})") from None
+    out = args.out or default_out_dir("bench")
+    ensure_out_dir(out, subdirs=())
     console = make_console()
     load_before = machine_load()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -257,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
     add_comparisons(points, baseline, args.max_spread)
     point_table, scaling_table = tables(points, specs, args.mode, baseline)
 
-    shape = (f"{args.level} level · B={args.batch} H={args.heads} D={args.head_dim} · {str(dtype).replace('torch.', '')}"
+    shape = (f"{args.level} level · B={args.batch} H={args.heads} D={args.head_dim} · "
+             f"{str(dtype).replace('torch.', '')}"
              f" · {'causal' if args.causal else 'non-causal'} · {device}")
     notes = [f"cells: median ms over {args.repeats} calls (min-max); × {baseline}: its time / this time at the same "
              "L (above 1: faster than the baseline); peak MB: peak memory of one call above what was in use before it",

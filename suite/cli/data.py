@@ -3,7 +3,9 @@ loaders read."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from suite.cli.options import Parser
 from suite.errors import UsageError
@@ -12,6 +14,7 @@ from suite.errors import UsageError
 def generate(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k in args.generator_options and v is not None}
     args.out.mkdir(parents=True, exist_ok=True)
+    generate: Callable[..., dict[str, Any]]
     if args.dataset == "lra-listops":
         from suite.data.lra.listops import generate_listops as generate
     else:
@@ -32,11 +35,13 @@ def add_parsers(sub) -> None:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
     data_sub.required = True
     gen = data_sub.add_parser("generate", help="write a data set to --out",
-                              description="Write a synthetic LRA data set to --out (put it under --data-root to use it).")
+                              description="Write a synthetic LRA data set to --out (put it under --data-root to use "
+                                          "it).")
     datasets = gen.add_subparsers(dest="dataset", metavar="DATASET", parser_class=Parser)
     datasets.required = True
 
-    listops = datasets.add_parser("lra-listops", help="ListOps TSVs ({basic}_{train,val,test}.tsv) as LRA generates them",
+    listops = datasets.add_parser("lra-listops",
+                                  help="ListOps TSVs ({basic}_{train,val,test}.tsv) as LRA generates them",
                                   description="ListOps as LRA generates it: basic_{train,val,test}.tsv in --out.")
     listops.add_argument("--out", type=Path, required=True, metavar="DIR",
                          help="output directory (e.g. DATA/lra/listops-1000)")
@@ -49,7 +54,8 @@ def add_parsers(sub) -> None:
     listops.set_defaults(func=generate,
                          generator_options=("num_train", "num_val", "num_test", "seed", "min_length", "max_length"))
 
-    pathfinder = datasets.add_parser("lra-pathfinder", help="Pathfinder images and metadata as the LRA generator draws them",
+    pathfinder = datasets.add_parser("lra-pathfinder",
+                                     help="Pathfinder images and metadata as the LRA generator draws them",
                                      description="Pathfinder: pathfinder{R}/curv_*/{imgs,metadata} under --out.")
     pathfinder.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (e.g. DATA/lra)")
     pathfinder.add_argument("--resolution", type=int, help="image side in pixels (default: 32; Path-X uses 128)")

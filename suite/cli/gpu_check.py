@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     result = runner.run_plan(plan, folder, header, device, shapes, backend, budget, previous=previous,
                              worker_start_s=max(60.0, 3 * card.worker_start_s))
     env = result.rows.get("environment", {})
-    print("baselines imported by the worker: " + ", ".join(f"{m} {env.get(m, 'unknown')}" for m in ("fla", "mamba_ssm")))
+    print("baselines imported by the worker: " + ", ".join(f"{m} {env.get(m, 'unknown')}" for m in ("fla",
+                                                                                                    "mamba_ssm")))
     print(f"gpu-check on {card_name}: {result.status}; {folder}/README.md")
     for row in gpu_check.evaluate_targets(result.rows, shapes, device_kind):
         print(f"  {row['status']:12s} {row['rule']}  [{row['detail']}]")

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-
-from typing import Any
+from typing import Any, NoReturn
 
 from suite.errors import UsageError
 
@@ -13,7 +12,7 @@ from suite.errors import UsageError
 class Parser(argparse.ArgumentParser):
     """argparse with its own usage errors raised as UsageError (one line, exit 2) instead of exiting."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
 

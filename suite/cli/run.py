@@ -11,11 +11,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from suite.cli.options import (attention_specs, comma_list, key_value, lengths, out_dir, positive_float, positive_int,
-                               seconds)
+from suite.cli.options import (
+    attention_specs,
+    comma_list,
+    key_value,
+    lengths,
+    out_dir,
+    positive_float,
+    positive_int,
+    seconds,
+)
 from suite.console import make_console
-from suite.settings import DATA_ROOT_ENV
 from suite.errors import UsageError
+from suite.settings import DATA_ROOT_ENV
 from suite.tasks import PROFILES
 
 
@@ -288,7 +296,8 @@ def _print_plan(args: argparse.Namespace, jobs: list) -> int:
     for column in ("task", "attention", "L", "seed", "data", "est. time", "est. peak", "estimate", "done"):
         table.add_column(column, justify="right" if column in ("L", "seed", "est. time", "est. peak") else "left")
     for row in frame.itertuples():
-        table.add_row(row.task, row.attention, str(row.L), str(row.seed), row.data, duration(row.est_s), _size(row.est_peak_bytes),
+        table.add_row(row.task, row.attention, str(row.L), str(row.seed), row.data, duration(row.est_s),
+                      _size(row.est_peak_bytes),
                       row.estimate, "ok" if row.done else "")
     console = make_console()
     console.print(table)
@@ -378,7 +387,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("suite", help="run every task (or the chosen ones) overnight; --resume continues",
                        description="Run every task x attention x seed x length job, each in its own child process.\n"
                                    "A crash, OOM, divergence, timeout or missing data set is recorded and the suite\n"
-                                   "goes on; Ctrl-C stops after recording what finished; --resume --out DIR continues.\n"
+                                   "goes on; Ctrl-C stops after recording what finished; --resume --out DIR "
+                                   "continues.\n"
                                    "Exits 1 if a job failed (skipped jobs, i.e. missing data, do not count).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--collect", action="store_true",

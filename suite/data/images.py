@@ -9,7 +9,7 @@ timm's transforms (RandAugment, random erasing, ...) in a DataLoader.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +89,9 @@ class EpochLoader:
                  rank: int = 0, world_size: int = 1) -> None:
         from torch.utils.data import DataLoader, DistributedSampler
 
-        self.sampler = (DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                           drop_last=shuffle) if world_size > 1 else None)
+        self.sampler: DistributedSampler[Any] | None = (
+            DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                               drop_last=shuffle) if world_size > 1 else None)
         generator = torch.Generator().manual_seed(seed) if shuffle and self.sampler is None else None
         self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and self.sampler is None,
                                  sampler=self.sampler, generator=generator, num_workers=num_workers,
@@ -99,7 +100,7 @@ class EpochLoader:
 
     @property
     def num_examples(self) -> int:
-        return len(self.loader.dataset)
+        return len(self.loader.dataset)  # type: ignore[arg-type]  # torch's Dataset stub has no __len__; ours do
 
     def __iter__(self):
         if self.sampler is not None:
@@ -119,7 +120,8 @@ def seeded_indices(total: int, count: int | None) -> list[int] | None:
 
 
 def timm_transforms(image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *, augment: bool,
-                    interpolation: str = "bicubic", crop_pct: float = 1.0, crop_scale: tuple[float, float] = (0.08, 1.0),
+                    interpolation: str = "bicubic", crop_pct: float = 1.0, crop_scale: tuple[float, float] = (0.08,
+                                                                                                              1.0),
                     hflip: float = 0.5, color_jitter: float = 0.4, randaugment: str | None = DEFAULT_RANDAUGMENT,
                     reprob: float = 0.25) -> tuple[Any, Any]:
     """(train, eval) transforms from ``timm.data.create_transform`` on RGB PIL images -> float [3, S, S].
@@ -138,7 +140,8 @@ def timm_transforms(image_size: int, mean: tuple[float, ...], std: tuple[float, 
     if not augment:
         return eval_tf, eval_tf
     train_tf = create_transform(image_size, is_training=True, interpolation=interpolation, mean=mean, std=std,
-                                scale=tuple(crop_scale), hflip=hflip, color_jitter=color_jitter,
+                                scale=cast(tuple[float, float], tuple(crop_scale)), hflip=hflip,
+                                color_jitter=color_jitter,
                                 auto_augment=randaugment or None, re_prob=reprob, re_mode="pixel", re_count=1)
     guard_posterize(train_tf)
     return train_tf, eval_tf

@@ -4,9 +4,11 @@
 a record ``{source, substitute, bytes, split_bytes, origin}`` for the result's ``data`` field;
 ``encode_splits(corpus, tokenizer)`` turns them into token tensors (uint8 for bytes, int64 for BPE).
 
-======================  =====================================================  ===========================================
+======================  =====================================================
+===========================================
 source                  files (under ``data_root``)                            splits
-======================  =====================================================  ===========================================
+======================  =====================================================
+===========================================
 ``kjv`` (default)       none: embedded, see below                              contiguous 90/5/5 by bytes (*)
 ``enwik8``              ``enwik8`` (or the published ``enwik8.zip``)           first 90M / next 5M / last 5M bytes
 ``wikitext-103``        ``wikitext-103-raw/wiki.{train,valid,test}.raw``        the published files
@@ -14,7 +16,8 @@ source                  files (under ``data_root``)                            s
 ``tinystories``         ``TinyStories-train.txt``, ``TinyStories-valid.txt``   train; valid halved (**): val, test
 a file or directory     ``*.txt`` (a directory: every ``*.txt`` below, sorted)  contiguous 90/5/5 by bytes (*)
 ``hf:NAME[:CONFIG]``    the Hugging Face cache (or ``download=True``)           its train/validation/test (**)
-======================  =====================================================  ===========================================
+======================  =====================================================
+===========================================
 
 (*) the two cuts sit at 90 % and 95 % of the bytes, each moved forward to the next line break.
 (**) a publisher's single held-out split is halved at a document boundary (first half val, second half test);
@@ -39,9 +42,10 @@ from __future__ import annotations
 import contextlib
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from suite.data import SPLITS, DataMissingError
 
@@ -161,10 +165,12 @@ def _load_enwik8(data_root: Path | None) -> TextCorpus:
 def _wikitext_files(data_root: Path | None, size: str) -> tuple[Path, dict[str, Path]]:
     source, folder = f"wikitext-{size}", f"wikitext-{size}-raw"
     found = _find(data_root, source, folder)
-    files = {split: found / f"wiki.{name}.raw" for split, name in zip(SPLITS, ("train", "valid", "test"))} if found else {}
+    files = {split: found / f"wiki.{name}.raw" for split, name in zip(SPLITS, ("train", "valid",
+                                                                               "test"))} if found else {}
     if not files or not all(p.exists() for p in files.values()):
         raise _missing(source, f"'{folder}/wiki.{{train,valid,test}}.raw'", f"download {folder}-v1.zip (Salesforce "
                        f"WikiText, raw character-level version) and unzip it into --data-root", data_root)
+    assert found is not None  # files is empty without it
     return found, files
 
 
@@ -208,7 +214,8 @@ def hf_offline(offline: bool = True) -> Iterator[None]:
 
     names = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
     saved_env = {n: os.environ.get(n) for n in names}
-    saved_attr = [(mod, n, getattr(mod, n)) for mod in (datasets.config, hub_constants) for n in names if hasattr(mod, n)]
+    saved_attr = [(mod, n, getattr(mod, n)) for mod in (datasets.config, hub_constants) for n in names if hasattr(mod,
+                                                                                                                  n)]
     for n in names:
         os.environ[n] = "1" if offline else "0"
     for mod, n, _ in saved_attr:
@@ -252,9 +259,10 @@ def _load_hf(spec: str, download: bool) -> TextCorpus:
     except Exception as err:  # the hub client raises many types for "not cached"; report which one
         how = "it failed to load" if download else "it is not in the local Hugging Face cache"
         raise DataMissingError(f"hf:{spec}: {how} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                               "pass --download to fetch it, or set HF_DATASETS_CACHE to the cache that holds it") from err
+                               "pass --download to fetch it, or set HF_DATASETS_CACHE to the cache that holds "
+                               "it") from err
     parts = {k: _hf_split_bytes(dsd[k]) for k in dsd}
-    held = [parts.get(k) for k in ("validation", "valid", "test") if parts.get(k)]
+    held = [parts[k] for k in ("validation", "valid", "test") if parts.get(k)]
     if "train" not in parts:
         raise DataMissingError(f"hf:{spec}: the data set has no 'train' split (splits: {', '.join(parts)})")
     if len(held) >= 2:

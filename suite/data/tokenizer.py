@@ -7,7 +7,8 @@ Nothing is fetched from a hub: a BPE vocabulary is learnt from the training spli
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -69,7 +70,7 @@ class BPETokenizer:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "tokenizer": json.loads(self.tok.to_str())}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BPETokenizer":
+    def from_dict(cls, data: dict[str, Any]) -> BPETokenizer:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_str(json.dumps(data["tokenizer"])))

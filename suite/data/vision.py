@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from suite.data import DataMissingError
+from suite.data.sampling import seeded_permutation
 from suite.settings import DATA_ROOT_ENV
 from suite.settings import data_root as resolve_data_root
-from suite.data.sampling import seeded_permutation
 
 if TYPE_CHECKING:
     import torch
+    from torchvision.datasets import CIFAR10
 
 #: DeiT's RandAugment policy in timm's notation (the deit augmentation's default)
 DEFAULT_RANDAUGMENT = "rand-m9-mstd0.5-inc1"
@@ -79,7 +80,7 @@ class ImageArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, count: int | None, seed: int = 0) -> "ImageArrays":
+    def subset(self, count: int | None, seed: int = 0) -> ImageArrays:
         """A fixed random subset of ``count`` images (seeded; all of them when count is None or larger)."""
         if count is None or count >= len(self):
             return self
@@ -185,8 +186,8 @@ def load_mnist_5k(path: Path | None = None) -> tuple[ImageArrays, ImageArrays]:
 
 
 # -- CIFAR (torchvision) ------------------------------------------------------------------------------
-def cifar_dataset_class(name: str) -> type:
-    """torchvision's CIFAR10 or CIFAR100 class."""
+def cifar_dataset_class(name: str) -> type[CIFAR10]:
+    """torchvision's CIFAR10 or CIFAR100 class (CIFAR100 subclasses CIFAR10)."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     if name not in CIFAR_SOURCES:
@@ -201,7 +202,7 @@ CIFAR_FILES = {"cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar
                             "cifar-100-python")}
 
 
-def _cifar_files(name: str, dataset_cls: type | None) -> tuple[str, str, str]:
+def _cifar_files(name: str, dataset_cls: type[CIFAR10] | None) -> tuple[str, str, str]:
     if dataset_cls is not None:
         return dataset_cls.url, dataset_cls.filename, dataset_cls.base_folder
     if name not in CIFAR_FILES:
@@ -209,7 +210,7 @@ def _cifar_files(name: str, dataset_cls: type | None) -> tuple[str, str, str]:
     return CIFAR_FILES[name]
 
 
-def find_cifar(name: str, root: Path | None, dataset_cls: type | None = None) -> Path | None:
+def find_cifar(name: str, root: Path | None, dataset_cls: type[CIFAR10] | None = None) -> Path | None:
     """The directory whose ``<base_folder>`` holds the CIFAR files (root or root/<name>), or None."""
     if root is None:
         return None
@@ -220,18 +221,18 @@ def find_cifar(name: str, root: Path | None, dataset_cls: type | None = None) ->
     return None
 
 
-def _cifar_how(name: str, root: Path | None, dataset_cls: type | None = None) -> str:
+def _cifar_how(name: str, root: Path | None, dataset_cls: type[CIFAR10] | None = None) -> str:
     url, archive, folder = _cifar_files(name, dataset_cls)
     return (f"download {url}, then `tar xzf {archive} -C {_root_hint(root)}` (giving {_root_hint(root)}/{folder}/), "
             "or pass --download to let torchvision download it there")
 
 
-def cifar_missing_message(name: str, root: Path | None, dataset_cls: type | None = None) -> str:
+def cifar_missing_message(name: str, root: Path | None, dataset_cls: type[CIFAR10] | None = None) -> str:
     label = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
     return f"{label} not found under {_where(root)}: {_cifar_how(name, root, dataset_cls)}"
 
 
-def load_cifar(name: str, root: Path | None, download: bool = False, dataset_cls: type | None = None
+def load_cifar(name: str, root: Path | None, download: bool = False, dataset_cls: type[CIFAR10] | None = None
                ) -> tuple[ImageArrays, ImageArrays, list[str]]:
     """(train [50000, 3, 32, 32], test [10000, 3, 32, 32] uint8, class names) through torchvision.
 

@@ -1,7 +1,8 @@
 """The one classifier evaluation of the ViT and LRA families: accuracy and cross-entropy over eval batches."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -17,7 +18,9 @@ def evaluate_classifier(model: Any, batches: Iterable[Any],
     """
     import torch.nn.functional as F
 
-    correct = correct5 = total = 0
+    correct: float = 0  # counts; .item() is typed int | float
+    correct5: float = 0
+    total = 0
     loss = 0.0
     for batch in batches:
         logits, labels = logits_and_labels(model, batch)

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from suite.data.lra import PIXEL_TASKS
 from suite.data.lra.status import lra_data_status
 from suite.families.classifier import evaluate_classifier
+from suite.models.config import LRAConfig
 from suite.run.builders import BuildContext, Workload, register_builder
-from suite.run.records import probe_name
 from suite.run.hparams import TRAINING, HParam
 from suite.run.pool.estimates import transformer_cost
-from suite.models.config import LRAConfig
+from suite.run.records import probe_name
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +71,7 @@ TRAIN_SIZES = {"listops": 96_000, "text": 25_000, "retrieval": 147_086, "image":
 
 def lra_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: str) -> tuple[float, float]:
     """Rough (FLOPs, peak bytes) of an LRA job: its steps (Retrieval: two documents per example), evaluations."""
-    examples = hp.get("num_train") or TRAIN_SIZES.get(data.get("task"), 50_000)
+    examples = hp.get("num_train") or TRAIN_SIZES.get(data.get("task", ""), 50_000)
     steps = hp.get("steps") or math.ceil(float(hp.get("epochs") or 1) * examples / hp["batch_size"])
     dims = dict(tokens=seq_len, dim=hp["dim"], depth=hp["depth"], mlp_hidden=hp["mlp_dim"], attention=attention)
     flops, peak = transformer_cost(examples=steps * hp["batch_size"], **dims)
@@ -99,7 +99,7 @@ LRA_PROBES = {
 
 def lra_probes(data: dict[str, Any]) -> dict[str, str]:
     """The probes of the task in ``data`` (``LRA_PROBES``)."""
-    return dict(LRA_PROBES.get(data.get("task"), {}))
+    return dict(LRA_PROBES.get(data.get("task", ""), {}))
 
 
 def tfidf_probe(train, evald) -> dict[str, float]:
@@ -175,7 +175,7 @@ def build_lra_job(ctx: BuildContext) -> Workload:
     hp: dict[str, Any] = ctx.hparams
     task = ctx.data["task"]
     max_len = None if task in PIXEL_TASKS else ctx.seq_len
-    common = dict(data_root=ctx.data_root, max_len=max_len, seed=0, progress=ctx.rank == 0)
+    common: dict[str, Any] = dict(data_root=ctx.data_root, max_len=max_len, seed=0, progress=ctx.rank == 0)
     if task in PIXEL_TASKS and ctx.seq_len != PIXEL_TASKS[task] ** 2:
         raise ValueError(f"{ctx.task}: sequences are {PIXEL_TASKS[task] ** 2} pixels long; seq_len "
                          f"{ctx.seq_len} is not available for this task")

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from suite.data.vision import DEFAULT_RANDAUGMENT, ImageArrays, VisionData, load_vision, vision_data_status
 from suite.families.classifier import evaluate_classifier
+from suite.models.config import PRESETS, Geometry, nearest_geometry, valid_geometries
 from suite.run.builders import BuildContext, Workload, register_builder
 from suite.run.hparams import TRAINING, HParam
 from suite.run.pool.estimates import transformer_cost
-from suite.models.config import PRESETS, Geometry, nearest_geometry, valid_geometries
+
+if TYPE_CHECKING:
+    from suite.data.batching import SeededBatches
 
 #: the suite's pooling words -> timm's global_pool
 POOLS = {"cls": "token", "mean": "avg"}
@@ -98,7 +101,7 @@ def train_batch_size(hp: dict[str, Any], seq_len: int) -> int:
 def vit_shape(hp: dict[str, Any]) -> dict[str, Any]:
     """Width, depth, heads and MLP ratio: the ``model`` preset (else 64 wide, 4 deep, 4 heads), overridden by the
     explicit ``dim``, ``depth``, ``heads``."""
-    preset = dict(PRESETS.get(hp.get("model"), {"embed_dim": 64, "depth": 4, "num_heads": 4}))
+    preset: dict[str, Any] = dict(PRESETS.get(hp.get("model", ""), {"embed_dim": 64, "depth": 4, "num_heads": 4}))
     for ours, timm_name in (("dim", "embed_dim"), ("depth", "depth"), ("heads", "num_heads")):
         if hp.get(ours) is not None:
             preset[timm_name] = hp[ours]
@@ -147,6 +150,8 @@ def _pipelines(ctx: BuildContext, data: VisionData, geometry: Geometry, hp: dict
     eval_batch_size = int(hp.get("eval_batch_size") or batch_size)
     num_train, num_eval = hp.get("num_train"), hp.get("num_eval")
     augment = hp.get("augment", "none")
+    train_batches: SeededBatches | EpochLoader
+    eval_batches: SeededBatches | EpochLoader
     if isinstance(data.train, ImageArrays) and augment == "none":
         channels = data.in_chans
         train_batches = array_batches(data.train.subset(num_train), batch_size, geometry.image_size, data.mean,
@@ -160,8 +165,8 @@ def _pipelines(ctx: BuildContext, data: VisionData, geometry: Geometry, hp: dict
         crop_pct=crop_pct, crop_scale=tuple(hp["crop_scale"]), hflip=hp["hflip"], color_jitter=hp["color_jitter"],
         randaugment=hp["randaugment"], reprob=hp["reprob"])
     if isinstance(data.train, ImageArrays):
-        train_set = PILArrays(data.train.subset(num_train), train_tf)
-        eval_set = PILArrays(data.test.subset(num_eval), eval_tf)
+        train_set: PILArrays | Transformed = PILArrays(data.train.subset(num_train), train_tf)
+        eval_set: PILArrays | Transformed = PILArrays(data.test.subset(num_eval), eval_tf)
     else:
         train_set = Transformed(data.train, train_tf, seeded_indices(len(data.train), num_train))
         eval_set = Transformed(data.test, eval_tf, seeded_indices(len(data.test), num_eval))
@@ -186,10 +191,10 @@ def vit_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: 
     """Rough (FLOPs, peak bytes) of a ViT job: its steps of batches of L-token images, and the evaluations."""
     shape = vit_shape(hp)
     batch = hp.get("batch_size") or max(2, 2 * round(int(hp.get("batch_tokens") or 6400) / seq_len / 2))
-    examples = hp.get("num_train") or TRAIN_SIZES.get(data.get("source"), 50_000)
+    examples = hp.get("num_train") or TRAIN_SIZES.get(data.get("source", ""), 50_000)
     steps = hp.get("steps") or math.ceil(float(hp.get("epochs") or 1) * examples / batch)
-    dims = dict(tokens=seq_len, dim=int(shape["embed_dim"]), depth=int(shape["depth"]),
-                mlp_hidden=int(shape["mlp_ratio"] * shape["embed_dim"]), attention=attention)
+    dims: dict[str, Any] = dict(tokens=seq_len, dim=int(shape["embed_dim"]), depth=int(shape["depth"]),
+                                mlp_hidden=int(shape["mlp_ratio"] * shape["embed_dim"]), attention=attention)
     flops, peak = transformer_cost(examples=steps * batch, **dims)
     evals, _ = transformer_cost(examples=(hp.get("num_eval") or 10000) * hp["eval_points"], train=False, **dims)
     return flops + evals, peak + batch * seq_len * dims["dim"] * dims["depth"] * 4 * 24

@@ -61,7 +61,7 @@ class Shapes:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Shapes":
+    def from_dict(cls, data: dict[str, Any]) -> Shapes:
         def tupled(v: Any) -> Any:
             return tuple(tupled(x) for x in v) if isinstance(v, (list, tuple)) else v
 
@@ -136,7 +136,7 @@ class RowSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RowSpec":
+    def from_dict(cls, data: dict[str, Any]) -> RowSpec:
         return cls(**{**data, "requires": tuple(data.get("requires", ()))})
 
 
@@ -289,7 +289,7 @@ def plan_rows(shapes: Shapes, device_kind: str, card: Card, importable: dict[str
             for case in EA_CASES:
                 if ea_check_id(case, L, D, dtype) not in done:
                     ea_check("checks", case, L, D, dtype)
-    for key, module in BASELINES.items():
+    for key in BASELINES:
         label = TIMED[key][0]
         base = {"what": label, "L": shapes.baseline_length, "D": D0, "dtype": "float32"}
         reason = unavailable_reason(key, device_kind, importable)

@@ -11,6 +11,7 @@ its row, and the worker then exits: the parent starts a fresh process for the ne
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import platform
@@ -18,8 +19,9 @@ import re
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from suite.gpu_check.plan import BASELINES, TIMED, TOLERANCE, Shapes
 
@@ -47,7 +49,7 @@ class Context:
         return self.inputs
 
 
-def one_line(text: str, limit: int = 300) -> str:
+def one_line(text: object, limit: int = 300) -> str:
     return " ".join(str(text).split())[:limit]
 
 
@@ -117,22 +119,23 @@ def ea_check(ctx: Context, case: str, L: int, D: int, dtype: str) -> dict[str, A
         mask = torch.rand(B, L, generator=gen, device=ctx.device) > 0.2
         mask[:, 0] = True
 
-    def run(tensors, backend: str, rows: slice) -> list:
-        tensors = [x[rows] for x in tensors]
+    def run(tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor], backend: str, rows: slice) -> list:
+        qr, kr, vr = (x[rows] for x in tensors)
         m = mask[rows] if mask is not None else None
         if case == "causal inference":
             with torch.no_grad():
-                return [ea_attention(*tensors, t, True, backend=backend)]
-        leaves = [x.detach().clone().requires_grad_() for x in tensors]
+                return [ea_attention(qr, kr, vr, t, True, backend=backend)]
+        ql, kl, vl = leaves = [x.detach().clone().requires_grad_() for x in (qr, kr, vr)]
         extra = None
         if case == "causal state":  # two calls chained through the (detached) state, both sides alike
             half = L // 2
-            o1, s1 = ea_attention(*(x[:, :half] for x in leaves), t, True, output_final_state=True, backend=backend)
-            o2, extra = ea_attention(*(x[:, half:] for x in leaves), t, True, initial_state=s1.detach(),
+            o1, s1 = ea_attention(ql[:, :half], kl[:, :half], vl[:, :half], t, True, output_final_state=True,
+                                  backend=backend)
+            o2, extra = ea_attention(ql[:, half:], kl[:, half:], vl[:, half:], t, True, initial_state=s1.detach(),
                                      output_final_state=True, backend=backend)
             o = torch.cat([o1, o2], 1)
         else:
-            o = ea_attention(*leaves, t, causal, m, backend=backend)
+            o = ea_attention(ql, kl, vl, t, causal, m, backend=backend)
         o.backward(g[rows].to(o.dtype))
         out = [o.detach()] + [x.grad for x in leaves]
         return out + ([extra.detach()] if extra is not None else [])
@@ -141,7 +144,8 @@ def ea_check(ctx: Context, case: str, L: int, D: int, dtype: str) -> dict[str, A
     parts = [run((q, k, v), "torch", slice(b, b + 1)) for b in range(B)]
     ref = [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
     del parts
-    got = run([x.to(torch_dtype(dtype)) for x in (q, k, v)], ctx.ea_backend, slice(None))
+    low = torch_dtype(dtype)
+    got = run((q.to(low), k.to(low), v.to(low)), ctx.ea_backend, slice(None))
     names = ["o", "dq", "dk", "dv", "state"]
     errors = {n: _rel(a, r) for n, a, r in zip(names, got, ref)}
     finite = all(bool(torch.isfinite(a).all()) for a in got)
@@ -172,7 +176,7 @@ def _ea_traffic(ctx: Context, L: int, mode: str) -> float | None:
 def timing(ctx: Context, key: str, mode: str, L: int) -> dict[str, Any]:
     """One timed row: check on the shape, then time (measure.measure_attention); decode rows: one step after a
     prefill of L tokens (EA's recurrent state, softmax's KV cache)."""
-    from suite.run.measure import TIME_KEYS, measure_attention, torch_dtype
+    from suite.run.measure import measure_point, torch_dtype
 
     s = ctx.shapes
     if key == "mamba-scan":
@@ -183,30 +187,31 @@ def timing(ctx: Context, key: str, mode: str, L: int) -> dict[str, Any]:
         _, spec, level, _ = TIMED[key]
         if key == "ea":
             spec = f"ea:backend={ctx.ea_backend}"
+    tolerance = TOLERANCE[s.time_dtype]
     try:
-        m = measure_attention(spec, L, mode, batch=s.batch, num_heads=s.heads, head_dim=s.time_dim, causal=True,
-                              dtype=s.time_dtype, device=ctx.device, repeats=5, level=level,
-                              inputs=ctx.inputs_for((L, s.time_dtype)), rep_ms=s.timing_rep_ms)
+        point = measure_point(spec, L, mode, tolerance=tolerance, catch=False, batch=s.batch, num_heads=s.heads,
+                              head_dim=s.time_dim, causal=True, dtype=s.time_dtype, device=ctx.device, repeats=5,
+                              level=level, inputs=ctx.inputs_for((L, s.time_dtype)), rep_ms=s.timing_rep_ms)
     except RuntimeError as err:
         if key == "sdpa-cudnn" and "no available kernel" in str(err).lower():
             return {"status": "skipped: torch offers no cuDNN attention for these inputs here "
                               f"({one_line(err, 120)})"}
         raise
+    m = point.result
     tensor = s.batch * L * s.heads * s.time_dim * torch_dtype(s.time_dtype).itemsize
-    tolerance = TOLERANCE[s.time_dtype]
-    row = {"ms": m[TIME_KEYS[mode]], "time_min_ms": m["time_min_ms"], "time_max_ms": m["time_max_ms"],
-           "timed_calls": m["repeats"], "peak_mem_bytes": m["peak_mem_bytes"], "check_error": m["check_error"],
-           "tolerance": tolerance, "backend": m["backend_used"], "level": m["level"], "spec": spec,
-           "io_bytes": 4 * tensor}
+    row = {"check_error": m["check_error"], "tolerance": tolerance, "backend": m["backend_used"],
+           "level": m["level"], "spec": spec, "io_bytes": 4 * tensor}
+    if point.status != "ok":  # a wrong path is not timed
+        return {**row, "status": f"FAIL: {point.error}"}
+    row.update(ms=point.ms, time_min_ms=m["time_min_ms"], time_max_ms=m["time_max_ms"], timed_calls=m["repeats"],
+               peak_mem_bytes=m["peak_mem_bytes"])
     if mode == "decode":
         row.update(state_bytes=m["state_bytes"], prefill_ms=m["prefill_ms"])
     elif key == "ea":
         moved = _ea_traffic(ctx, L, mode)
         if moved is not None:
             row.update(bytes_moved=moved, gb_per_s=moved / (row["ms"] * 1e-3) / 1e9)
-    ok = m["check_error"] <= tolerance
-    row["status"] = "ok" if ok else f"FAIL: check error {m['check_error']:.2g} > {tolerance:g}"
-    return row
+    return {**row, "status": "ok"}
 
 
 def _scan_inputs(ctx: Context, L: int, dtype: str, requires_grad: bool):
@@ -239,18 +244,17 @@ def _scan_check(ctx: Context, fn: Callable, tensors: list, rows: int) -> float:
     u, delta, A, Bm, Cm, D = (x.detach() for x in tensors)
     with torch.no_grad():
         got = fn(u[..., :rows], delta[..., :rows], A, Bm[..., :rows], Cm[..., :rows], D)
-        ref, _ = selective_scan(*(x.transpose(1, 2).float() for x in (u[..., :rows], delta[..., :rows])), A,
-                                *(x.transpose(1, 2).float() for x in (Bm[..., :rows], Cm[..., :rows])), D)
+        seq_first = [x[..., :rows].transpose(1, 2).float() for x in (u, delta, Bm, Cm)]
+        ref, _ = selective_scan(seq_first[0], seq_first[1], A, seq_first[2], seq_first[3], D)
     return _rel(got.transpose(1, 2), ref)
 
 
 def time_selective_scan(ctx: Context, mode: str, L: int) -> dict[str, Any]:
     """mamba-ssm's ``selective_scan_fn`` timed as an op (EA's level), checked on its first 1,024 positions."""
     import torch
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     from suite.run.measure import peak_call_bytes, time_call
-
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     s = ctx.shapes
     tensors = _scan_inputs(ctx, L, s.time_dtype, mode == "fwdbwd")
@@ -273,7 +277,8 @@ def time_selective_scan(ctx: Context, mode: str, L: int) -> dict[str, Any]:
     peak = peak_call_bytes(call, ctx.device)
     timing_ = time_call(call, ctx.device, 5, warmup=False, rep_ms=s.timing_rep_ms)
     tolerance = TOLERANCE[s.time_dtype]
-    return {"ms": timing_.median, "time_min_ms": timing_.min, "time_max_ms": timing_.max, "timed_calls": timing_.repeats,
+    return {"ms": timing_.median, "time_min_ms": timing_.min, "time_max_ms": timing_.max,
+            "timed_calls": timing_.repeats,
             "peak_mem_bytes": peak, "check_error": error, "check_rows": min(L, 1024), "tolerance": tolerance,
             "backend": "mamba_ssm-selective-scan", "level": "op", "spec": "selective_scan_fn",
             "status": "ok" if error <= tolerance else f"FAIL: check error {error:.2g} > {tolerance:g}"}
@@ -330,18 +335,19 @@ def launch_sweep(ctx: Context, L: int, max_s: float) -> dict[str, Any]:
     gen = torch.Generator(device=ctx.device).manual_seed(7)
     q, k, v, g = ((torch.randn(shape, generator=gen, device=ctx.device) * 0.5).to(dt) for _ in range(4))
     default = triton_ops.launch_config(s.batch, L, s.heads, s.time_dim, q.device)
-    leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+    ql, kl, vl = leaves = [x.detach().requires_grad_() for x in (q, k, v)]
 
-    def run(settings: dict) -> list:
+    def run(settings: dict[str, int]) -> list[torch.Tensor]:
         for x in leaves:
             x.grad = None
-        o, _ = triton_ops.ea_triton(*leaves, s.order, True, **settings)
+        o, _ = triton_ops.ea_triton(ql, kl, vl, s.order, True, num_splits=settings.get("num_splits"),
+                                    block_l=settings.get("block_l"), block_c=settings.get("block_c"))
         o.backward(g)
-        return [o.detach()] + [x.grad.detach().clone() for x in leaves]
+        return [o.detach()] + [x.grad.detach().clone() for x in leaves if x.grad is not None]
 
     reference = run({})
     tolerance = TOLERANCE[s.time_dtype]
-    grid = [{}]
+    grid: list[dict[str, int]] = [{}]
     for splits in dict.fromkeys((default.num_splits, max(1, default.num_splits // 2), default.num_splits * 2)):
         for block_l in (None, 2, 8):
             for block_c in (None, 64, 256):
@@ -349,7 +355,7 @@ def launch_sweep(ctx: Context, L: int, max_s: float) -> dict[str, Any]:
                            if v is not None and not (k == "num_splits" and v == default.num_splits)}
                 if setting and setting not in grid:
                     grid.append(setting)
-    results = []
+    results: list[dict[str, Any]] = []
     for setting in grid:
         if time.monotonic() - start > max_s:
             break
@@ -359,7 +365,7 @@ def launch_sweep(ctx: Context, L: int, max_s: float) -> dict[str, Any]:
             if error > tolerance:
                 results.append({**setting, "status": f"FAIL: {error:.2g} from the default settings' result"})
                 continue
-            ms = time_call(lambda: run(setting), ctx.device, 3, rep_ms=20).median
+            ms = time_call(functools.partial(run, setting), ctx.device, 3, rep_ms=20).median
             results.append({**setting, "ms": ms, "status": "ok"})
         except Exception as err:  # noqa: BLE001  (a setting that does not compile or launch is a result too)
             if POISON.search(str(err)):
@@ -369,9 +375,11 @@ def launch_sweep(ctx: Context, L: int, max_s: float) -> dict[str, Any]:
     if not timed or "ms" not in results[0]:
         return {"configs": results, "tried": len(results), "of": len(grid),
                 "status": "FAIL: the default settings did not time" if results else "error: nothing ran"}
-    best = min(timed, key=lambda r: r["ms"])
-    describe = lambda r: ", ".join(f"{k}={r[k]}" for k in ("num_splits", "block_l", "block_c") if k in r) \
-        or "defaults"  # noqa: E731
+    best = min(timed, key=lambda r: float(r["ms"]))
+
+    def describe(r: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={r[k]}" for k in ("num_splits", "block_l", "block_c") if k in r) or "defaults"
+
     return {"default_ms": results[0]["ms"], "best_ms": best["ms"], "best": describe(best),
             "default_over_best": results[0]["ms"] / best["ms"], "tried": len(results), "of": len(grid),
             "defaults": f"num_splits={default.num_splits}, block_l=per kernel, block_c={default.block_c}",

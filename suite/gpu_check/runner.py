@@ -10,14 +10,16 @@ record the row in flight as interrupted and the rest as not run, write the repor
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from suite.gpu_check import report
 from suite.gpu_check.plan import TIMED, RowSpec, Shapes, format_duration
@@ -40,10 +42,8 @@ class Interrupted(Exception):
 
 def _die_with_parent() -> None:
     """Linux: the worker gets SIGKILL when the parent dies, so no orphan keeps the GPU (best effort)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _worker_main(conn, device: str, shapes: dict[str, Any], ea_backend: str) -> None:
@@ -102,10 +102,8 @@ class Worker:
         except (OSError, ValueError, AssertionError):
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.close()
-            except OSError:
-                pass
 
 
 @dataclass
@@ -152,7 +150,7 @@ def run_plan(plan: list[RowSpec], folder: Path, header: dict[str, Any], device: 
     todo = [spec for spec in plan if spec.id not in rows]
     in_flight: RowSpec | None = None
     try:
-        for n, spec in enumerate(todo, 1):
+        for spec in todo:
             elapsed = time.monotonic() - start
             kwargs = spec.kwargs
             family = (kwargs.get("key"), kwargs.get("mode")) if spec.call == "timing" else None
@@ -206,7 +204,7 @@ def run_plan(plan: list[RowSpec], folder: Path, header: dict[str, Any], device: 
             record = _row_record(in_flight, {"status": f"interrupted by {name}"}, 0.0)
             rows[in_flight.id] = record
             report.append(folder, record)
-        status, exit_code = f"interrupted by {name}", SIGNAL_EXIT[signum]
+        status, exit_code = f"interrupted by {name}", SIGNAL_EXIT[signal.Signals(signum)]
     finally:
         if worker is not None:
             worker.stop()

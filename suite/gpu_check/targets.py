@@ -7,7 +7,8 @@ or the inference check for a forward-only timing) passed. A target whose rows ex
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from suite.gpu_check.plan import SDPA_KEYS, Shapes, timing_id
 
@@ -44,7 +45,8 @@ def row_validity(row: dict[str, Any] | None, rows: dict[str, dict[str, Any]]) ->
     return None
 
 
-def evaluate_targets(rows: dict[str, dict[str, Any]], shapes: Shapes, device_kind: str = "cuda") -> list[dict[str, Any]]:
+def evaluate_targets(rows: dict[str, dict[str, Any]], shapes: Shapes, device_kind: str = "cuda") -> list[dict[str,
+                                                                                                              Any]]:
     """One verdict per target (``VERDICTS``) with its numbers or the reason it has none."""
     dt = shapes.time_dtype
     lengths = shapes.time_lengths
@@ -78,8 +80,9 @@ def evaluate_targets(rows: dict[str, dict[str, Any]], shapes: Shapes, device_kin
             status = "invalid" if any(str(why).startswith("invalid") for _, why in bad) else "not measured"
             detail = "; ".join(f"{where}: {why}" for where, why in bad)
         else:
-            status = "met" if all(test(value) for _, value, _ in points) else "missed"
-            detail = "; ".join(f"{where}: {fmt.format(value)}" for where, value, _ in points)
+            values = [(where, value) for where, value, _ in points if value is not None]
+            status = "met" if all(test(value) for _, value in values) else "missed"
+            detail = "; ".join(f"{where}: {fmt.format(value)}" for where, value in values)
         out.append({"target": key, "status": status, "detail": detail, "rule": TARGETS[key]})
 
     def speedup(base: Callable[[int], tuple[float | None, str | None, str]], L: int) -> tuple[str, float | None,
@@ -121,7 +124,8 @@ def evaluate_targets(rows: dict[str, dict[str, Any]], shapes: Shapes, device_kin
     ea_ms, ea_why, ea_row = timed("ea", "decode", longest)
     kv_ms, kv_why, kv_row = timed("softmax", "decode", longest)
     both = ea_ms is not None and kv_ms is not None
-    verdict("ea_decode_vs_kv_cache", [(f"L={longest}", ea_ms / kv_ms if both else None, ea_why or kv_why)],
+    decode_ratio = ea_ms / kv_ms if ea_ms is not None and kv_ms is not None else None
+    verdict("ea_decode_vs_kv_cache", [(f"L={longest}", decode_ratio, ea_why or kv_why)],
             lambda r: r <= 1.0, "EA at {:.2f}x the KV cache's ms/token")
     state = None
     if both and ea_row is not None and kv_row is not None and kv_row.get("state_bytes"):

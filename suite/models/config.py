@@ -68,7 +68,8 @@ class LRAConfig:
     pos_emb: str = "learned"      # learned | sinusoidal
 
 
-# --- ViT (suite.models.vit): A ViT cuts an image of side image_size into patches of side patch_size, plus one class token ---
+# --- ViT (suite.models.vit): A ViT cuts an image of side image_size into patches of side patch_size, plus one class
+# token ---
 
 #: DeiT / timm shapes (embed_dim, depth, num_heads); mlp_ratio 4 and qkv_bias True in both
 PRESETS: dict[str, dict[str, int]] = {

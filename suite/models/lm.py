@@ -16,7 +16,8 @@ token through each mixer's ``step``; ``generate`` is prefill + step.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,8 @@ class Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
         self.mixer = build_attention(cfg.attention, cfg.dim, cfg.heads, causal=True)
         hidden = int(cfg.mlp_ratio * cfg.dim)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim), nn.Dropout(cfg.dropout))
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim),
+                                 nn.Dropout(cfg.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.mixer(self.norm1(x))
@@ -68,10 +70,11 @@ class DecoderLM(nn.Module):
         """GPT-2 init for embeddings and MLPs (output layer scaled by 1/sqrt(2·depth)); mixers keep their own."""
         for emb in filter(None, (self.tok_emb, self.pos_emb)):
             nn.init.normal_(emb.weight, std=0.02)
-        for blk in self.blocks:
+        for blk in cast(Iterable[Block], self.blocks):
             for i, std in ((0, 0.02), (2, 0.02 / math.sqrt(2 * self.cfg.depth))):
-                nn.init.normal_(blk.mlp[i].weight, std=std)
-                nn.init.zeros_(blk.mlp[i].bias)
+                linear = cast(nn.Linear, blk.mlp[i])  # mlp = Linear, GELU, Linear, Dropout
+                nn.init.normal_(linear.weight, std=std)
+                nn.init.zeros_(linear.bias)
 
     def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Token (+ position) embedding of idx [B, L] (or [B] for one step) whose first token sits at ``start``."""
@@ -103,7 +106,7 @@ class DecoderLM(nn.Module):
         if idx.dim() != 2 or idx.shape[1] < 1:
             raise ValueError(f"prefill needs idx of shape [B, L] with L >= 1, got {list(idx.shape)}")
         x, layer_states = self.embed(idx), []
-        for blk in self.blocks:
+        for blk in cast(Iterable[Block], self.blocks):
             x, state = blk.prefill(x)
             layer_states.append(state)
         h = x[:, -1] if last_only else x
@@ -112,7 +115,7 @@ class DecoderLM(nn.Module):
     def step(self, token: torch.Tensor, states: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """One decoding step: token [B] long -> (logits [B, V] for the next token, updated states)."""
         x, layer_states = self.embed(token, states["pos"]), []
-        for blk, state in zip(self.blocks, states["layers"]):
+        for blk, state in zip(cast(Iterable[Block], self.blocks), states["layers"]):
             x, state = blk.step(x, state)
             layer_states.append(state)
         return self.logits(x), {"pos": states["pos"] + 1, "layers": layer_states}

@@ -12,7 +12,7 @@ tokens [B, L] (long), mask [B, L] (bool, True = a real token), and for two-docum
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ class _ResidualBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
                                           nn.BatchNorm2d(out_channels))
@@ -83,7 +83,8 @@ class _PairHead(nn.Module):
 
     def __init__(self, width: int, num_classes: int, dual: bool, hidden: int = 128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(width * (4 if dual else 1), hidden), nn.GELU(), nn.Linear(hidden, num_classes))
+        self.net = nn.Sequential(nn.Linear(width * (4 if dual else 1), hidden), nn.GELU(), nn.Linear(hidden,
+                                                                                                     num_classes))
 
     def forward(self, u: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(u if v is None else torch.cat([u, v, u * v, (u - v).abs()], dim=-1))
@@ -115,7 +116,10 @@ class BagOfTokens(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, tokens2: torch.Tensor | None = None,
                 mask2: torch.Tensor | None = None) -> torch.Tensor:
         u = self.encode(tokens, mask)
-        return self.head(u, None if tokens2 is None else self.encode(tokens2, mask2))
+        if tokens2 is None:
+            return self.head(u, None)
+        assert mask2 is not None, "tokens2 comes with mask2"
+        return self.head(u, self.encode(tokens2, mask2))
 
 
 class GRUProbe(nn.Module):
@@ -136,7 +140,10 @@ class GRUProbe(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, tokens2: torch.Tensor | None = None,
                 mask2: torch.Tensor | None = None) -> torch.Tensor:
         u = self.encode(tokens, mask)
-        return self.head(u, None if tokens2 is None else self.encode(tokens2, mask2))
+        if tokens2 is None:
+            return self.head(u, None)
+        assert mask2 is not None, "tokens2 comes with mask2"
+        return self.head(u, self.encode(tokens2, mask2))
 
 
 class PixelProbe(nn.Module):

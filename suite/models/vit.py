@@ -11,6 +11,8 @@ the requested one (the presets and geometry live there, without torch).
 """
 from __future__ import annotations
 
+from typing import Literal, cast
+
 from torch import nn
 
 from suite.models.config import token_count
@@ -40,5 +42,6 @@ def create_vit(attention: str, *, num_classes: int, in_chans: int, image_size: i
     return VisionTransformer(img_size=image_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                              embed_dim=int(embed_dim), depth=int(depth), num_heads=int(num_heads),
                              mlp_ratio=float(mlp_ratio), qkv_bias=layer.timm_args["qkv_bias"],
-                             qk_norm=layer.timm_args["qk_norm"], global_pool=pool, class_token=True,
+                             qk_norm=layer.timm_args["qk_norm"],
+                             global_pool=cast(Literal["token", "avg"], pool), class_token=True,  # checked above
                              drop_rate=float(drop_rate), drop_path_rate=float(drop_path_rate), attn_layer=layer)

@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from suite.run.hparams import HParam, by_name, check_hparams, resolve
+
 
 @dataclass(frozen=True)
 class BuildContext:
@@ -100,7 +102,8 @@ class Workload:
                              f" got {self.data_info!r}")
         if self.measure is not None:
             return
-        missing = [n for n in ("model", "train_batches", "loss_fn", "eval_batches", "evaluate") if getattr(self, n) is None]
+        missing = [n for n in ("model", "train_batches", "loss_fn", "eval_batches", "evaluate") if getattr(self,
+                                                                                                           n) is None]
         if missing:
             raise ValueError(f"builder {builder!r} returned a job without {', '.join(missing)} "
                              "(a training job needs them all; a measurement job needs measure)")
@@ -117,7 +120,8 @@ class Builder:
     its model shape, data pipeline, augmentation, optimizer and evaluation (``run --rehearse``: a GPU night's
     ``full`` profile end to end on a CPU in minutes). ``data_status(data section, data root)`` says, without
     loading anything, which data a job would use: ("real" | "substitute" | "generated" | "missing", detail; for
-    missing data the instructions). ``cost(hparams, data section, L, attention)`` is a job's rough (FLOPs, peak bytes), for
+    missing data the instructions). ``cost(hparams, data section, L, attention)`` is a job's rough (FLOPs, peak bytes),
+    for
     the plan's estimates where no earlier record says better (``suite.run.pool.estimates``). ``probes(data section)``
     names the learnability probes a task of this builder offers ({name: what it is}; ``run_suite.py probe``): a
     job whose attention is ``probe:<name>`` gets that probe model in place of the model with attention.
@@ -146,7 +150,7 @@ class Builder:
         return _registered, (self.build.__module__, self.name)
 
 
-def _registered(module: str, name: str) -> "Builder":
+def _registered(module: str, name: str) -> Builder:
     importlib.import_module(module)
     return get_builder(name)
 

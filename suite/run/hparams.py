@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 #: old hyperparameter name -> the name it has now (the message for an old task file)
 RENAMED = {"num_heads": "heads", "embed_dim": "dim", "pooling": "pool", "batch": "batch_size"}
@@ -39,7 +40,8 @@ class HParam:
 
     ``kind``: int | float | bool | str | ints | floats | strs (lists) | mapping | any. ``default``: filled in when
     a task does not set the key (None: no default; the builder says what absence means). ``low``/``high``:
-    bounds of numbers (of every item of a list), ``low_open``/``high_open`` exclude the bound itself. ``choices``: the allowed
+    bounds of numbers (of every item of a list), ``low_open``/``high_open`` exclude the bound itself. ``choices``: the
+    allowed
     values (of a str, or of every item of a list). ``nullable``: null is allowed. ``length``: exact list length.
     """
 
@@ -63,7 +65,8 @@ class HParam:
 
     def expected(self) -> str:
         """What a valid value looks like, in words."""
-        item = {"int": "an integer", "ints": "integers", "float": "a number", "floats": "numbers", "bool": "true or false",
+        item = {"int": "an integer", "ints": "integers", "float": "a number", "floats": "numbers",
+                "bool": "true or false",
                 "str": "a word", "strs": "words", "mapping": "a mapping", "any": "any value"}[self.kind]
         if self.low is not None or self.high is not None:
             bounds = []

@@ -164,7 +164,7 @@ class Outcome:
     wall_s: float | None = None
 
     @classmethod
-    def failed(cls, status: str, error: str, traceback: str | None = None) -> "Outcome":
+    def failed(cls, status: str, error: str, traceback: str | None = None) -> Outcome:
         """The outcome of a job that did not run to its end (crashed, timed out, killed, never started)."""
         return cls(status=status, error=error, traceback=traceback)
 

@@ -19,10 +19,10 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
-
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +43,7 @@ class Stopwatch:
         self.device = device
         self.seconds = float("nan")
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         synchronize(self.device)
         self._start = time.perf_counter()
         return self
@@ -199,20 +199,20 @@ def peak_call_bytes(fn: Callable[[], Any], device: str) -> int:
     return max(0, peak_memory_bytes(device) - base)
 
 
-def check_rows(seq_len: int, count: int, device: str) -> "torch.Tensor":
+def check_rows(seq_len: int, count: int, device: str) -> torch.Tensor:
     """Up to ``count`` query positions spread evenly over [0, L), always including the last one."""
     import torch
 
     return torch.linspace(0, seq_len - 1, min(count, seq_len), device=device).round().long().unique()
 
 
-def relative_error(out: "torch.Tensor", ref: "torch.Tensor") -> float:
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     """‖out − ref‖ / ‖ref‖ in fp64."""
     out, ref = out.detach().double(), ref.detach().double()
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
-def _random(inputs: dict | None, kind: str, shape: tuple[int, ...], dtype: Any, device: str) -> "torch.Tensor":
+def _random(inputs: dict | None, kind: str, shape: tuple[int, ...], dtype: Any, device: str) -> torch.Tensor:
     """A random tensor (``rand`` in [0, 1) or ``randn``) made on ``device``; with an ``inputs`` dict the same
     (kind, shape, dtype, device) gives the same tensor, so rows that share a shape share their inputs."""
     import torch
@@ -230,7 +230,8 @@ def _random(inputs: dict | None, kind: str, shape: tuple[int, ...], dtype: Any, 
 def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num_heads: int = 8, head_dim: int = 64,
                       causal: bool = False, dtype: Any = "float32", device: str = "cpu", repeats: int = 5,
                       level: str = "op", max_check_rows: int = 16, seed: int = 0,
-                      inputs: dict | None = None, rep_ms: float | None = None) -> dict[str, Any]:
+                      inputs: dict | None = None, rep_ms: float | None = None,
+                      tolerance: float | None = None) -> dict[str, Any]:
     """Check, then time one attention at one L in one mode. Returns metrics (ms, bytes) and provenance.
 
     Modes: ``fwd`` (a forward without gradients: inference), ``fwdbwd`` (forward and backward), ``decode`` (one
@@ -241,8 +242,10 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
     ``time_min_ms``, ``time_max_ms`` and ``repeats`` (the spread of the timed calls), ``peak_mem_bytes`` (peak
     above the memory in use before the call), ``check_error`` (relative RMSE of the timed path against the
     reference on this shape), ``check_rows``, ``backend_used``, ``level``. Tokens per second for the timed mode
-    come as ``tokens_per_s``. ``inputs``: a dict kept by the caller across calls, so that calls of the same shape
-    reuse their random inputs instead of making new ones (the seed then applies to the first).
+    come as ``tokens_per_s``. With ``tolerance``, a check error above it (or not finite) stops there: the result
+    has the check and no time (a fast wrong path never produces a timing). ``inputs``: a dict kept by the caller
+    across calls, so that calls of the same shape reuse their random inputs instead of making new ones (the seed
+    then applies to the first).
     """
     import torch
 
@@ -278,6 +281,8 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
             result["check_error"] = relative_error(y_t, ref)
             result["backend_used"] = module.backend_used
             result["state_bytes"] = module.state_bytes(state)
+            if not _checked(result, tolerance):
+                return result
             step = lambda: module.step(x_t, state)  # noqa: E731  (the state is not advanced: same L each call)
             result["peak_mem_bytes"] = peak_call_bytes(step, device)
             result.update(_timing_metrics(mode, time_call(step, device, repeats, warmup=False, rep_ms=rep_ms)))
@@ -288,6 +293,8 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
         ref = module.reference_forward(x, rows=rows)
         result["check_error"] = relative_error(y[:, rows], ref)
         del y, ref
+    if not _checked(result, tolerance):
+        return result
 
     if level == "op":
         # q, k ~ U(0, 1): positive, so attentions whose attend() takes feature-mapped q, k stay well defined
@@ -330,6 +337,54 @@ def measure_attention(spec: str, seq_len: int, mode: str, *, batch: int = 1, num
     result.update(_timing_metrics(mode, time_call(call, device, repeats, warmup=False, rep_ms=rep_ms)))
     result["tokens_per_s"] = batch * seq_len * 1e3 / result[TIME_KEYS[mode]]
     return result
+
+
+def _checked(result: dict[str, Any], tolerance: float | None) -> bool:
+    """Whether the check allows timing: always without a tolerance, else when the error is at most it."""
+    return tolerance is None or result.get("check_error", math.nan) <= tolerance
+
+
+#: a measured point's status: timed, refused by its check, out of memory, or failed
+POINT_STATUSES = ("ok", "wrong", "oom", "error")
+
+
+@dataclass
+class Point:
+    """One attention at one L in one mode, checked and (when the check holds) timed: what ``bench``, the kernels
+    family and gpu-check each make of ``measure_attention`` (one timing loop, one rule for a failed check)."""
+
+    status: str  # POINT_STATUSES
+    result: dict[str, Any]  # measure_attention's keys (no timing keys unless ok)
+    error: str | None = None
+
+    @property
+    def ms(self) -> float | None:
+        """The median time of the point's mode (None when it was not timed)."""
+        return next((self.result[k] for k in TIME_KEYS.values() if k in self.result), None)
+
+
+def measure_point(spec: str, seq_len: int, mode: str, *, tolerance: float, catch: bool = True,
+                  **kwargs: Any) -> Point:
+    """``measure_attention`` under the rule every front-end shares: timed only when its check on the shape is within
+    ``tolerance`` (else ``wrong``, with the error); with ``catch`` an out-of-memory is ``oom`` and any other failure
+    ``error`` (one line), without it they propagate (a job records them itself). A ValueError (bad arguments)
+    always propagates."""
+    try:
+        result = measure_attention(spec, seq_len, mode, tolerance=tolerance, **kwargs)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001  (a crash in one point must not lose the others)
+        if not catch:
+            raise
+        import torch
+
+        if isinstance(err, torch.OutOfMemoryError):
+            return Point("oom", {}, "out of memory")
+        return Point("error", {}, f"{type(err).__name__}: {' '.join(str(err).split())}"[:300])
+    if not _checked(result, tolerance):
+        error = result.get("check_error", math.nan)
+        return Point("wrong", result, f"check error {error:.2e} > {tolerance:g}; not timed")
+    return Point("ok", result)
 
 
 def _timing_metrics(mode: str, timing: Timing) -> dict[str, float]:

@@ -30,11 +30,13 @@ import platform
 import re
 import socket
 import subprocess
-import sys
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, TypedDict
+from typing import Any, TypedDict, cast
+
+from suite.console import warn
 
 RECORDS_FILE = "records.jsonl"
 #: where each training job's learning curve lies beside its record: OUT/curves/<job>.json
@@ -121,7 +123,7 @@ def make_record(**fields: Any) -> Record:
         raise ValueError(f"record fields: missing {missing}, unknown {unknown}")
     if fields["status"] not in STATUSES:
         raise ValueError(f"record status must be one of {', '.join(STATUSES)}, got {fields['status']!r}")
-    return _clean({f: fields[f] for f in RECORD_FIELDS})  # type: ignore[no-any-return]
+    return cast(Record, _clean({f: fields[f] for f in RECORD_FIELDS}))
 
 
 def now_iso() -> str:
@@ -159,7 +161,7 @@ class RecordsWriteError(OSError):
     """A record could not be written (disk full, read-only, gone); the file is as it was before the attempt."""
 
 
-def append_record(path: Path | str, record: dict[str, Any]) -> None:
+def append_record(path: Path | str, record: Mapping[str, Any]) -> None:
     """Append one record as a line, then flush and fsync (the file and its directory are created if needed).
 
     All or nothing: when the write fails part-way (ENOSPC, EROFS, ...) the file is cut back to its size before
@@ -196,7 +198,7 @@ def _skip(path: Path, number: int, why: str, raw: bytes) -> None:
     key = (str(path.resolve()), number, hashlib.sha1(raw).digest())
     if key not in _WARNED:
         _WARNED.add(key)
-        print(f"warning: {path}:{number}: {why}; line skipped", file=sys.stderr)
+        warn(f"{path}:{number}: {why}; line skipped")
 
 
 #: what a reader needs of a record, by field, and the type it must have
@@ -218,7 +220,7 @@ def _unusable(record: Any) -> str | None:
     return None
 
 
-def read_records_file(path: Path) -> list[dict[str, Any]]:
+def read_records_file(path: Path) -> list[Record]:
     """Records of one file; a torn last line is skipped quietly, any other unusable line with a warning."""
     try:
         data = path.read_bytes()
@@ -237,7 +239,7 @@ def read_records_file(path: Path) -> list[dict[str, Any]]:
             continue
         except ValueError as err:
             if not torn_candidate:
-                _skip(path, number, f"not a JSON record ({err.msg})", raw)
+                _skip(path, number, f"not a JSON record ({getattr(err, 'msg', err)})", raw)
             continue
         why = _unusable(record)
         if why is not None:
@@ -247,7 +249,7 @@ def read_records_file(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_records(path: Path | str) -> list[dict[str, Any]]:
+def read_records(path: Path | str) -> list[Record]:
     """Every record in a ``.jsonl`` file, or in the ``*.jsonl`` files of a directory (sorted by name)."""
     path = Path(path)
     if path.is_dir():
@@ -260,17 +262,17 @@ def read_records(path: Path | str) -> list[dict[str, Any]]:
     return read_records_file(path)
 
 
-def latest_by_key(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest_by_key(records: Iterable[Record]) -> list[Record]:
     """The last record of each key, in the order the keys first appeared."""
     first: dict[str, int] = {}
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, Record] = {}
     for i, record in enumerate(records):
         first.setdefault(record["key"], i)
         latest[record["key"]] = record
     return sorted(latest.values(), key=lambda r: first[r["key"]])
 
 
-def ok_keys(records: Iterable[dict[str, Any]]) -> set[str]:
+def ok_keys(records: Iterable[Record]) -> set[str]:
     """Keys whose latest record among ``records`` is ``ok`` (the jobs a resumed run does not run again)."""
     return {r["key"] for r in latest_by_key(records) if r["status"] == "ok"}
 

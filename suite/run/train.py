@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from typing import Any, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -199,6 +200,7 @@ class _Curve:
 
 def _evaluate(work: Workload, model: nn.Module, device: str, hp: dict[str, Any], count) -> tuple[dict[str, float], Any]:
     """The task's metrics on the eval batches (no grad), and the counting wrapper (samples, tokens)."""
+    assert work.eval_batches is not None and work.evaluate is not None  # Workload.validate checked a training job
     counting = _CountingBatches(work.eval_batches, device, count)
     with torch.no_grad(), _autocast(device, hp):
         task_metrics = work.evaluate(model, counting)
@@ -230,6 +232,7 @@ def train_and_evaluate(work: Workload, ctx: BuildContext, tensorboard: Path | No
 
     reset_peak_memory(device)
     model.train()
+    assert work.train_batches is not None and work.loss_fn is not None  # Workload.validate checked them
     batches = _cycle(work.train_batches)
     recent: deque[torch.Tensor] = deque(maxlen=max(1, total_steps // 10))
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
@@ -263,7 +266,8 @@ def train_and_evaluate(work: Workload, ctx: BuildContext, tensorboard: Path | No
         scheduler.step()
         done = step + 1
         if done % curve.window == 0 or done == total_steps:
-            curve.train_point(done, tokens_seen, float(window_loss) / (done - (done - 1) // curve.window * curve.window))
+            curve.train_point(done, tokens_seen,
+                              float(window_loss) / (done - (done - 1) // curve.window * curve.window))
             window_loss.zero_()
         if done in curve.eval_steps:
             with Stopwatch(device) as paused:
@@ -278,7 +282,7 @@ def train_and_evaluate(work: Workload, ctx: BuildContext, tensorboard: Path | No
             eval_seconds += paused.seconds
     synchronize(device)
     finished = time.perf_counter()
-    timed_samples, timed_tokens = counted[0], counted[1]
+    timed_samples, timed_tokens = float(counted[0]), float(counted[1])
     train_seconds = finished - timed_from - eval_seconds
 
     metrics: dict[str, float] = {"train_steps": total_steps, "train_s": finished - started - eval_seconds,

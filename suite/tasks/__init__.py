@@ -39,10 +39,10 @@ from typing import Any
 
 import yaml
 
+from suite import settings
 from suite.errors import UsageError
 from suite.run.builders import Builder, get_builder, load_plugins
 from suite.run.hparams import resolve, unknown_key_message
-from suite import settings
 
 #: the task files: the repository's top-level tasks/<family>/, which suite/tasks/files links to, so that an
 #: installed package carries them (a wheel holds the files themselves)
@@ -204,7 +204,8 @@ def parse_task(raw: Any, path: Path, builders: dict[str, Builder] | None = None)
     if not isinstance(metric, dict):
         raise _fail(path, "metric", _REQUIRED["metric"], metric)
     if not isinstance(metric.get("name"), str) or not metric["name"]:
-        raise _fail(path, "metric.name", "the name of the main metric (e.g. accuracy, loss, fwd_ms)", metric.get("name"))
+        raise _fail(path, "metric.name", "the name of the main metric (e.g. accuracy, loss, fwd_ms)",
+                    metric.get("name"))
     if metric.get("direction") not in DIRECTIONS:
         raise _fail(path, "metric.direction", "max (higher is better) or min", metric.get("direction"))
     if sorted(set(metric) - {"name", "direction"}):
@@ -321,7 +322,8 @@ def load_tasks(roots: list[Path] | None = None, check_builders: bool = True) -> 
         for path in sorted(Path(root).glob("*/*.yaml")) + sorted(Path(root).glob("*/*.yml")):
             task = load_task_file(path, builders)
             if task.name in tasks:
-                raise TaskFileError(f"{path}: field 'name': task {task.name!r} is also defined in {tasks[task.name].path}")
+                raise TaskFileError(f"{path}: field 'name': task {task.name!r} is also defined in "
+                                    f"{tasks[task.name].path}")
             tasks[task.name] = task
     return dict(sorted(tasks.items(), key=lambda kv: (kv[1].family, kv[0])))
 

@@ -37,9 +37,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -109,7 +110,8 @@ def _cpu_signature() -> str:
 
 
 def _target(cc: str, flags: list[str], version: str) -> Path:
-    key = hashlib.sha256("\0".join([source_text(), " ".join(flags), cc, version, _cpu_signature()]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([source_text(), " ".join(flags), cc, version,
+                                    _cpu_signature()]).encode()).hexdigest()
     return cache_dir() / f"ea_cpu_{key[:20]}.so"
 
 

@@ -231,7 +231,7 @@ def cubin_resources(cubin: bytes) -> dict:
 def loop_traffic(ttir: str, block_l: int, block_c: int) -> dict:
     """Global bytes loaded and stored per element of [B, L, C] inside the kernel's L loop (one tile of
     block_l x block_c per iteration, masked lanes counted), and per channel outside it (the carries)."""
-    lines = [re.sub(r" loc\(.*$", "", l) for l in ttir.splitlines()]
+    lines = [re.sub(r" loc\(.*$", "", line) for line in ttir.splitlines()]
     inside, loop_indent = False, None
     tile = {"load": 0, "store": 0}
     chunk = {"load": 0, "store": 0}
@@ -240,7 +240,7 @@ def loop_traffic(ttir: str, block_l: int, block_c: int) -> dict:
         if "scf.for" in line and loop_indent is None:
             loop_indent, inside = indent, True
             continue
-        if inside and indent <= loop_indent and line.strip().startswith("}"):
+        if inside and loop_indent is not None and indent <= loop_indent and line.strip().startswith("}"):
             inside = False
             continue
         op = "load" if " tt.load " in line else "store" if line.strip().startswith("tt.store ") else None
@@ -253,7 +253,9 @@ def loop_traffic(ttir: str, block_l: int, block_c: int) -> dict:
                 numel *= int(d)
             nbytes = numel * _BYTES[m.group(2)]
         else:
-            nbytes = _BYTES[_SCALAR_PTR.search(line).group(1)]
+            scalar = _SCALAR_PTR.search(line)
+            assert scalar is not None, f"no pointer type in {line!r}"
+            nbytes = _BYTES[scalar.group(1)]
         (tile if inside else chunk)[op] += nbytes
     per_elt = block_l * block_c
     return dict(read_per_elt=tile["load"] / per_elt, write_per_elt=tile["store"] / per_elt,

@@ -24,7 +24,7 @@ class EAAttention(AttentionModule):
     stay learnable so the model can sharpen attention deliberately. ``qk_norm=False`` turns this off.
     """
 
-    backends = ("naive", "torch", "triton")
+    backends: tuple[str, ...] = ("naive", "torch", "triton")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, order: int = 6, backend: str = "auto",
                  qk_norm: bool = True, qkv_bias: bool = True, proj_bias: bool = True) -> None:
@@ -63,12 +63,13 @@ class EAAttention(AttentionModule):
                 for i in range(0, len(rows), per_chunk)]
         return self.proj(self.merge_heads(torch.cat(outs, dim=1).to(x.dtype)))
 
-    def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    # the decoding state is Any, as in AttentionModule: EA's is a tensor, ``ea_exact``'s (a subclass) a KV cache
+    def init_state(self, batch: int, device: Any = None, dtype: torch.dtype | None = None) -> Any:
         """The empty recurrent state [B, H, 2, order+1, D] fp32 (its size does not depend on L)."""
         self.check_step_allowed()
         return empty_state(batch, self.num_heads, self.head_dim, self.order, device)
 
-    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """x_t [B, dim] -> (y_t [B, dim], state)."""
         self.check_step_allowed()
         q, k, v = (t[:, 0] for t in self.project_qkv(x_t[:, None]))
@@ -76,7 +77,7 @@ class EAAttention(AttentionModule):
         self.backend_used = "torch-step"
         return self.proj(self.merge_heads(o)), state
 
-    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """Parallel causal forward over x [B, L, dim] that also returns the state after the last token."""
         self.check_step_allowed()
         q, k, v = self.project_qkv(x)

@@ -85,6 +85,7 @@ def ea_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, order: int =
         if initial_state.requires_grad and torch.is_grad_enabled():
             raise ValueError("gradients through initial_state are not supported; pass initial_state.detach()")
     backend = resolve_backend(backend, q.device)
+    state: torch.Tensor | None  # the final state (None where a path builds none)
     if L == 0:  # nothing to attend: an empty output (and the state passes through unchanged)
         state = initial_state.float() if initial_state is not None else empty_state(B, H, D, order, q.device)
         return (v.new_empty(v.shape), state) if output_final_state else v.new_empty(v.shape)

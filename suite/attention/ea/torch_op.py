@@ -133,7 +133,7 @@ def _blocked_forward_sums(q, k, v, e, order, causal, initial_state, with_grad_te
     """``_forward_sums`` over blocks of rows, the state carried from block to block (causal), same result."""
     L = q.shape[1]
     rows = _rows_per_block(q)
-    if not causal or L <= rows:
+    if not causal or rows >= L:
         return _forward_sums(q, k, v, e, order, causal, initial_state, with_grad_terms)
     outs = [torch.empty_like(q) for _ in range(4 if with_grad_terms else 2)]
     state = initial_state

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from suite.data import SPLITS, DataMissingError
-from suite.settings import cache_dir as resolve_cache_dir
-from suite.settings import data_root as resolve_data_root
 from suite.data.lra import aan, byte_tokens, image, imdb, kjv, listops, pathfinder, pathfinder_gen
 from suite.data.lra.release import find_release_dir, missing_release_message
+from suite.settings import cache_dir as resolve_cache_dir
+from suite.settings import data_root as resolve_data_root
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +73,7 @@ class LRAData:
         """Rows ``index`` as {'tokens' int64, 'mask' bool, 'labels' int64[, 'tokens2', 'mask2']}."""
         out = {"tokens": self.tokens[index].long(), "mask": self.mask[index], "labels": self.labels[index]}
         if self.tokens2 is not None:
+            assert self.mask2 is not None  # given with tokens2
             out["tokens2"], out["mask2"] = self.tokens2[index].long(), self.mask2[index]
         return out
 
@@ -91,7 +92,7 @@ def lra_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 def _listops(root, split, max_len, cache_dir, allow_generate, num_examples, seed, progress) -> LRAData:
     directory = find_release_dir(root, "listops-1000")
     generated = directory is None
-    if generated:
+    if directory is None:
         if not allow_generate:
             raise DataMissingError(missing_release_message(root, "listops-1000", "ListOps data"))
         low, high = listops.lengths_for(max_len)
@@ -115,7 +116,7 @@ def _pathfinder(task, root, split, cache_dir, allow_generate, num_examples, seed
     contour_length = pathfinder.DIFFICULTIES.get(difficulty, difficulty)
     curv_dir = pathfinder.find_pathfinder_dir(root, resolution, contour_length)
     generated = curv_dir is None
-    if generated:
+    if curv_dir is None:
         if not allow_generate:
             member = f"pathfinder{resolution}/{pathfinder.contour_dir_name(contour_length)}"
             raise DataMissingError(missing_release_message(root, member, f"Pathfinder{resolution} data"))
@@ -178,8 +179,8 @@ def load_lra(task: str, split: str, data_root: str | os.PathLike | None = None, 
     max_len = DEFAULT_MAX_LEN[task] if max_len is None else max_len
     if task == "listops":
         return _listops(root, split, max_len, cache_dir, allow_generate, num_examples, seed, progress)
-    byte_task = dict(num_classes=2, seq_len=max_len, vocab_size=byte_tokens.VOCAB_SIZE, pad_id=byte_tokens.PAD_ID,
-                     generated=False)
+    byte_task: dict[str, Any] = dict(num_classes=2, seq_len=max_len, vocab_size=byte_tokens.VOCAB_SIZE,
+                                     pad_id=byte_tokens.PAD_ID, generated=False)
     if task == "text":
         if imdb.find_imdb(root) is not None:
             tokens, mask, labels, source = imdb.load_imdb(root, split, max_len, num_examples=num_examples)

@@ -26,9 +26,12 @@ def aan_path(directory: str | os.PathLike, split: str) -> Path:
     return Path(directory) / AAN_FILES[split]
 
 
-def read_aan_tsv(path: str | os.PathLike, num_examples: int | None = None) -> tuple[list[int], list[bytes], list[bytes]]:
+def read_aan_tsv(path: str | os.PathLike, num_examples: int | None = None) -> tuple[list[int], list[bytes],
+                                                                                    list[bytes]]:
     """(labels, text1, text2) of an AAN pair file; texts stay raw bytes. Reads the first num_examples rows if given."""
-    labels, text1, text2 = [], [], []
+    labels: list[int] = []
+    text1: list[bytes] = []
+    text2: list[bytes] = []
     with open(path, "rb") as f:
         for line_no, line in enumerate(f, start=1):
             if num_examples is not None and len(labels) >= num_examples:

@@ -88,7 +88,8 @@ def load_cifar10_gray(root: str | os.PathLike | None, split: str, *, num_example
     if base is None:
         target = "DIR" if root_path is None else str(root_path)
         raise DataMissingError(f"CIFAR-10 not found under {target}: download {CIFAR_URL} and run "
-                               f"`tar xzf cifar-10-python.tar.gz -C {target}` (giving {target}/{CIFAR_DIR}/data_batch_1 ...)")
+                               f"`tar xzf cifar-10-python.tar.gz -C {target}` (giving "
+                               f"{target}/{CIFAR_DIR}/data_batch_1 ...)")
     files = [CIFAR_TEST_FILE] if split == "test" else list(CIFAR_TRAIN_FILES)
     missing = [name for name in files if not (base / name).is_file()]
     if missing:

@@ -48,9 +48,11 @@ def find_imdb(root: Path | None) -> tuple[str, Path] | None:
 
 
 def missing_imdb_message(root: Path | None) -> str:
-    where = "no data root is set (pass --data-root DIR or set EA_SUITE_DATA)" if root is None else f"nothing under {root}"
+    where = ("no data root is set (pass --data-root DIR or set EA_SUITE_DATA)" if root is None
+             else f"nothing under {root}")
     target = "DIR" if root is None else str(root)
-    return (f"IMDB (LRA Text) not found: {where}. Download {ACLIMDB_URL} and run `tar xzf aclImdb_v1.tar.gz -C {target}` "
+    return (f"IMDB (LRA Text) not found: {where}. Download {ACLIMDB_URL} and run "
+            f"`tar xzf aclImdb_v1.tar.gz -C {target}` "
             f"(giving {target}/aclImdb/train/pos/...), or save a Hugging Face copy with "
             f"`datasets.load_dataset('imdb').save_to_disk('{target}/imdb')` on a machine with network access.")
 

@@ -95,7 +95,8 @@ def kjv_pairs(split: str, rounds: int = 2) -> list[tuple[int, int, int]]:
     for i in index:
         by_book.setdefault(chapters[i].book, []).append(i)
     rng = np.random.default_rng([SPLIT_SEED, 3, SPLITS.index(split)])
-    seen, pairs = set(), []
+    seen: set[frozenset[int]] = set()
+    pairs: list[tuple[int, int, int]] = []
     for _ in range(rounds):
         for anchor in rng.permutation(index).tolist():
             book = chapters[anchor].book

@@ -98,7 +98,8 @@ def generate_tree(rng: random.Random, max_depth: int = 10, max_args: int = 10) -
 def iter_unique_examples(rng: random.Random, *, min_length: int = 500, max_length: int = 2000,
                          max_depth: int = 10, max_args: int = 10,
                          exclude: set[str] | None = None) -> Iterator[tuple[str, int]]:
-    """Endless stream of (source, target) for accepted trees, each source yielded once (and never one in ``exclude``)."""
+    """Endless stream of (source, target) for accepted trees, each source yielded once (and never one in
+    ``exclude``)."""
     seen: set[str] = set(exclude) if exclude else set()
     while True:
         source, value, length = generate_tree(rng, max_depth, max_args)
@@ -139,7 +140,7 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
 
 
 def _take(stream: Iterator[tuple[str, int]], count: int, advance: Callable[[], None]) -> list[tuple[str, int]]:
-    rows = []
+    rows: list[tuple[str, int]] = []
     while len(rows) < count:
         rows.append(next(stream))
         advance()
@@ -191,7 +192,7 @@ def ensure_generated_split(directory: str | os.PathLike, split: str, count: int,
     path = listops_path(directory, split, task_name)
     if path.exists() and _count_rows(path) >= count:
         return path
-    exclude = set()
+    exclude: set[str] = set()
     for other in SPLITS:
         other_path = listops_path(directory, other, task_name)
         if other != split and other_path.exists():
@@ -240,7 +241,8 @@ def _unknown_token(token: str) -> ValueError:
 
 
 def encode_source(source: str) -> np.ndarray:
-    """Token ids (int64 [n]) of one raw ListOps source string after LRA's clean-up; an unknown token raises ValueError."""
+    """Token ids (int64 [n]) of one raw ListOps source string after LRA's clean-up; an unknown token raises
+    ValueError."""
     if any(char in source for char in _SINGLE_CHAR.values()):
         raise ValueError("ListOps source contains control characters")
     text = clean_source(source)

@@ -137,7 +137,8 @@ def load_pathfinder(root: str | os.PathLike | None, resolution: int = 32, diffic
 
     contour_length = DIFFICULTIES.get(difficulty, difficulty) if isinstance(difficulty, str) else difficulty
     if contour_length not in CONTOUR_DIRS:
-        raise ValueError(f"difficulty must be one of {list(DIFFICULTIES)} or {sorted(CONTOUR_DIRS)}, got {difficulty!r}")
+        raise ValueError(f"difficulty must be one of {list(DIFFICULTIES)} or {sorted(CONTOUR_DIRS)}, "
+                         f"got {difficulty!r}")
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution}")
     root_path = None if root is None else Path(root)

@@ -130,7 +130,8 @@ def _dilate(image: np.ndarray, struct: np.ndarray) -> np.ndarray:
 
 
 def _lanczos(image_u8: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image_u8).resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+    return np.asarray(Image.fromarray(image_u8).resize((size, size), Image.Resampling.LANCZOS),
+                      dtype=np.float32) / 255.0
 
 
 @lru_cache(maxsize=32768)
@@ -199,6 +200,7 @@ def _new_mask(shape) -> np.ndarray:
 
 
 def _copy_mask(mask: np.ndarray) -> np.ndarray:
+    assert mask.base is not None  # made by _new_mask: a view into the padded array
     return mask.base.copy()[_PAD:-_PAD, _PAD:-_PAD]
 
 
@@ -206,6 +208,7 @@ def _dilated_at(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int) -
     """Grey dilation of mask (made by _new_mask) by a disk, evaluated only at the pixels (ys, xs): float [len(ys)].
     Pixels outside the image count as 0, like cv2.dilate's default border."""
     dy, dx = _disk_offsets(radius)
+    assert mask.base is not None  # made by _new_mask: a view into the padded array
     return mask.base[ys[:, None] + (dy + _PAD)[None, :], xs[:, None] + (dx + _PAD)[None, :]].max(axis=1)
 
 
@@ -257,7 +260,8 @@ class _Canvas:
     def pick(self, values: tuple[float, ...]) -> float:
         return values[int(self.rng.integers(len(values)))]
 
-    def seed(self, mask: np.ndarray, border: int, check_availability: bool):
+    def seed(self, mask: np.ndarray, border: int,
+             check_availability: bool) -> tuple[tuple[int, int], float, tuple[int, int]] | None:
         """A seed paddle's (tail, theta, pivot) with the tail where the paddle's footprint meets no occupied
         pixel (occupied: mask > 0.3, or within ``border`` px of the edge), or None."""
         p, rng = self.p, self.rng

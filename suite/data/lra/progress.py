@@ -1,14 +1,21 @@
 """A rich progress bar for data generation and loading; a no-op when disabled."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+class Advance(Protocol):
+    """``advance(n=1)``: move the bar on by ``n`` steps."""
+
+    def __call__(self, n: int = 1) -> None: ...
+
+
 @contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Advance]:
     """Yield ``advance(n=1)``; shows a bar on stderr while enabled."""
     if not enabled:
         yield lambda n=1: None

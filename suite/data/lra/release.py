@@ -1,6 +1,6 @@
 """Locate the LRA release tree (``lra_release.gz``) under a data root.
 
-The archive extracts to a nested tree (LRA issue #38)::
+The archive extracts to a nested tree (google-research/long-range-arena, GitHub issue 38)::
 
     lra_release/{listops-1000/, pathfinder128/,
                  lra_release/{listops-1000/, tsv_data/, pathfinder32/, pathfinder64/, pathfinder128/, pathfinder256/}}
@@ -8,7 +8,7 @@ The archive extracts to a nested tree (LRA issue #38)::
 A member such as ``listops-1000`` is looked up, in this order, as ``ROOT/lra_release/lra_release/MEMBER``,
 ``ROOT/lra_release/MEMBER`` and ``ROOT/MEMBER``, so ROOT may be the folder holding the archive's top
 ``lra_release/``, that outer folder itself, or the inner one. The innermost copy wins: S4 and later work use
-the inner copies, and the outer ``pathfinder128`` is the one suspected of being broken (LRA issue #38).
+the inner copies, and the outer ``pathfinder128`` is the one suspected of being broken (the same upstream issue).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ _LAYOUT_PREFIXES = (("lra_release", "lra_release"), ("lra_release",), ())
 
 
 def candidate_dirs(data_root: Path, member: str) -> list[Path]:
-    """Where ``member`` (e.g. ``listops-1000``, ``tsv_data``, ``pathfinder32``) may sit under data_root, innermost first."""
+    """Where ``member`` (e.g. ``listops-1000``, ``tsv_data``, ``pathfinder32``) may sit under data_root, innermost
+    first."""
     return [Path(data_root, *prefix, member) for prefix in _LAYOUT_PREFIXES]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from suite.settings import data_root as resolve_data_root
 from suite.data.lra import aan, image, imdb, pathfinder
 from suite.data.lra.release import find_release_dir
+from suite.settings import data_root as resolve_data_root
 
 _SUBSTITUTES = {"text": "KJV chapters, Old vs New Testament (embedded)",
                 "retrieval": "KJV chapter pairs, same book or not (embedded)",
@@ -24,8 +24,8 @@ def lra_data_status(task: str, data_root: str | os.PathLike | None = None) -> tu
         found = pathfinder.find_pathfinder_dir(root, resolution, pathfinder.DIFFICULTIES["hard"])
         return ("real", str(found)) if found else ("generated", f"Pathfinder{resolution}, into the cache")
     if task == "text":
-        found = imdb.find_imdb(root)
-        return ("real", str(found[1])) if found else ("substitute", _SUBSTITUTES["text"])
+        imdb_found = imdb.find_imdb(root)
+        return ("real", str(imdb_found[1])) if imdb_found else ("substitute", _SUBSTITUTES["text"])
     if task == "retrieval":
         found = find_release_dir(root, "tsv_data")
         if found is not None and aan.aan_path(found, "train").is_file():

@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 from suite.data.text import text_data_status
+from suite.models.config import POS_EMB_KINDS, LMConfig
 from suite.run.builders import BuildContext, Workload, register_builder
 from suite.run.hparams import TRAINING, HParam
 from suite.run.measure import DTYPES, torch_dtype
 from suite.run.pool.estimates import transformer_cost
-from suite.models.config import POS_EMB_KINDS, LMConfig
 
 _MODEL = LMConfig()
 MODEL_HPARAMS = (
@@ -107,7 +107,8 @@ def build_lm_job(ctx: BuildContext) -> Workload:
     download = ctx.download or bool(data.get("download"))
     source = data.get("source", "kjv")
     corpus = load_text(source, ctx.data_root, download)
-    tokenizer = build_tokenizer(data.get("tokenizer", "byte"), corpus.splits["train"], int(data.get("vocab_size", 4096)))
+    tokenizer = build_tokenizer(data.get("tokenizer", "byte"), corpus.splits["train"], int(data.get("vocab_size",
+                                                                                                    4096)))
     tokens = encode_splits(corpus, tokenizer)
     train = tokens["train"]
     if ctx.world_size > 1:  # each rank samples windows from its own contiguous shard
@@ -144,8 +145,8 @@ def build_lm_job(ctx: BuildContext) -> Workload:
 
             meta = {"task": ctx.task, "attention": ctx.attention, "seq_len": ctx.seq_len, "seed": ctx.seed,
                     "profile": ctx.profile, "data": corpus.record}
-            job.save_artifact("checkpoint", lambda: save_checkpoint(ctx.artifacts_dir / "checkpoint", net, tokenizer,
-                                                                    meta))
+            checkpoint_dir = ctx.artifacts_dir / "checkpoint"
+            job.save_artifact("checkpoint", lambda: save_checkpoint(checkpoint_dir, net, tokenizer, meta))
         return metrics
 
     info = {**corpus.record, "tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size,

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from suite.data.tokenizer import tokenizer_from_dict
-from suite.run.artifacts import atomic_folder
 from suite.models.config import LMConfig
 from suite.models.lm import DecoderLM
+from suite.run.artifacts import atomic_folder
 
 WEIGHTS, CONFIG = "model.pt", "config.json"
 FORMAT_VERSION = 1

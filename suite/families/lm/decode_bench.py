@@ -17,7 +17,8 @@ prefill and step at the shortest length. Lengths are a parameter: 64k contexts a
 from __future__ import annotations
 
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -68,7 +69,8 @@ def decode_benchmark(model: Any, context_lengths: Sequence[int], new_tokens: int
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     base = {"attention": model.cfg.attention, "batch_size": batch_size, "new_tokens": new_tokens, "device": device,
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "memory_measure": memory_measure(device)}
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "memory_measure": memory_measure(device)}
     rows = []
     try:
         _one_length(model, min(lengths), 2, batch_size, 1, 1, device, generator)  # warm-up (kernels, allocator)

@@ -7,7 +7,8 @@ the bytes of the scored tokens are estimated as ``bytes_per_token`` x tokens (ex
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

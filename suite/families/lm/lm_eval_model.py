@@ -44,8 +44,10 @@ def _windows(tokens: list[int], first_target: int, max_length: int) -> list[Wind
 class SuiteLM(LM):
     """lm-eval LM over a DecoderLM and its tokenizer (byte or BPE)."""
 
-    def __init__(self, checkpoint: str | None = None, model: Any = None, tokenizer: Any = None, device: str | None = None,
-                 batch_size: int | str | None = 16, max_length: int | str | None = None, **_lm_eval_kwargs: Any) -> None:
+    def __init__(self, checkpoint: str | None = None, model: Any = None, tokenizer: Any = None,
+                 device: str | None = None,
+                 batch_size: int | str | None = 16, max_length: int | str | None = None,
+                 **_lm_eval_kwargs: Any) -> None:
         super().__init__()
         device = device or "cpu"
         metadata: dict[str, Any] = {}
@@ -61,7 +63,8 @@ class SuiteLM(LM):
         default_len = metadata.get("seq_len") or (model.cfg.max_seq_len if model.cfg.pos_emb == "learned" else 1024)
         self.max_length = int(max_length or default_len)
         if model.cfg.pos_emb == "learned" and self.max_length > model.cfg.max_seq_len:
-            raise ValueError(f"max_length {self.max_length} exceeds the model's position table ({model.cfg.max_seq_len})")
+            raise ValueError(f"max_length {self.max_length} exceeds the model's position table "
+                             f"({model.cfg.max_seq_len})")
 
     # -- scoring -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -99,7 +102,7 @@ class SuiteLM(LM):
             for window in _windows(ctx + cont, len(ctx), self.max_length):
                 windows.append(window)
                 owner.append(n)
-        results = [[0.0, True] for _ in requests]
+        results: list[list[Any]] = [[0.0, True] for _ in requests]  # [log-likelihood, greedy] per request
         for n, (logprob, greedy) in zip(owner, self._score(windows)):
             results[n][0] += logprob
             results[n][1] = results[n][1] and greedy

@@ -17,8 +17,9 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from suite.data import DataMissingError
 from suite.data.text import hf_offline, load_text
@@ -40,7 +41,7 @@ def heldout_dataset(kind: str, source: str = "kjv", data_root: str | None = None
                     download: bool = False, **_task_metadata: Any) -> Any:
     """The DatasetDict ({"test": docs}) of a local task: ``kind`` is "perplexity" or "cloze"."""
     text = _heldout_bytes(source, data_root, split, bool(download))
-    builders = {"perplexity": perplexity_docs, "cloze": cloze_docs}
+    builders: dict[str, Callable[[bytes], list[dict[str, str]]]] = {"perplexity": perplexity_docs, "cloze": cloze_docs}
     if kind not in builders:
         raise ValueError(f"unknown held-out task kind {kind!r}; valid: {', '.join(builders)}")
     return as_dataset_dict(builders[kind](text))
@@ -109,7 +110,8 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Iterable[str] = LOCAL_TASKS, 
     except Exception as err:
         if _is_missing_data(err):
             raise DataMissingError(f"lm-eval tasks {', '.join(tasks)}: a data set is not in the local Hugging Face "
-                                   f"cache ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''});"
+                                   f"cache ({type(err).__name__}: "
+                                   f"{str(err).splitlines()[0][:200] if str(err) else ''});"
                                    " pass --download once to fetch it") from err
         raise
     results = {task: {name.split(",")[0]: value for name, value in metrics.items()

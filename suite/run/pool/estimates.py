@@ -20,14 +20,16 @@ from __future__ import annotations
 import heapq
 import statistics
 import time
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from suite.run.job import JobSpec
-from suite.run.records import latest_by_key, read_records
+from suite.run.records import Record, latest_by_key, read_records
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EFFICIENCY = 0.25  # share of the matmul probe's throughput a training step reaches (CPU, fp32; rough)
 STARTUP_S = 5.0  # a job's own start: its process, imports, data loading (s)
@@ -106,9 +108,9 @@ def device_name(device: str) -> str:
     return cpu_name() if device == "cpu" else str(device_env(device)["device_name"])
 
 
-def _history(paths: Iterable[Path], name: str) -> list[dict[str, Any]]:
+def _history(paths: Iterable[Path], name: str) -> list[Record]:
     """The latest earlier records on the device named ``name`` (ok ones only: a failure says nothing of time)."""
-    records = []
+    records: list[Record] = []
     for path in paths:
         try:
             records += read_records(path)
@@ -123,19 +125,19 @@ def estimates(jobs: list[JobSpec], device: str, history: Iterable[Path] = (), ke
     ``device_flops``'s ``keep``."""
     earlier = _history(history, device_name(device))
     by_key = {r["key"]: r for r in earlier}
-    similar: dict[tuple, list[dict[str, Any]]] = {}
+    similar: dict[tuple, list[Record]] = {}
     for r in earlier:
         similar.setdefault((r["task"], r["attention"], r["seq_len"], r["profile"]), []).append(r)
     out: dict[str, tuple[float, float | None, str]] = {}
     for job in jobs:
         if job.key in by_key:
             r = by_key[job.key]
-            out[job.key] = (float(r["wall_s"]), r["metrics"].get("peak_mem_bytes"), "record")
+            out[job.key] = (float(r["wall_s"] or 0.0), r["metrics"].get("peak_mem_bytes"), "record")
             continue
         close = similar.get((job.task, job.attention, job.seq_len, job.profile))
         if close:
-            mems = [r["metrics"]["peak_mem_bytes"] for r in close if r["metrics"].get("peak_mem_bytes")]
-            out[job.key] = (statistics.median(float(r["wall_s"]) for r in close),
+            mems = [float(m) for r in close if (m := r["metrics"].get("peak_mem_bytes"))]
+            out[job.key] = (statistics.median(float(r["wall_s"] or 0.0) for r in close),
                             statistics.median(mems) if mems else None, "similar")
             continue
         cost = job.builder.cost if job.builder is not None else None
@@ -204,6 +206,8 @@ def plan_frame(jobs: list[JobSpec], device: str, data_root: str | None, done: se
                      "profile": job.profile, "data": data, "fix": detail if data == "missing" else "",
                      "done": job.key in done, "est_s": round(seconds, 1),
                      "est_peak_bytes": None if peak is None else float(peak), "estimate": source, "key": job.key})
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["task", "attention", "L", "seed", "profile", "data", "fix", "done", "est_s",
                                        "est_peak_bytes", "estimate", "key"])
 

@@ -40,6 +40,7 @@ def check_overrides(tasks: list[Task], overrides: dict[str, Any]) -> None:
             declared = {name: p for t in tasks if t.job_builder for name, p in t.job_builder.hparams.items()}
             raise UsageError(f"--set {key}: {unknown_key_message(key, declared, 'the selected tasks')}")
         for task in declaring:
+            assert task.job_builder is not None  # a task declares only what its builder declares
             problem = task.job_builder.hparams[key].problem(value)
             if problem is not None:
                 raise UsageError(f"--set {key}={value!r}: expected {problem} (task {task.name})")

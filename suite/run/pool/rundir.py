@@ -20,10 +20,12 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.console import warn
 from suite.errors import UsageError
 from suite.run.job import JobRequest, JobSpec
 from suite.run.records import CURVES_DIR, ok_keys, read_records_file, records_path
@@ -54,7 +56,8 @@ def job_request(spec: JobSpec, out: Path, device: str, settings: RunSettings, *,
     folder OUT/artifacts/<job>/, its TensorBoard folder (under ``settings.tensorboard``) and its log."""
     return JobRequest(spec=spec, device=device, data_root=settings.data_root, download=settings.download,
                       artifacts_dir=(Path(out) / ARTIFACTS_DIR / spec.slug).resolve(),
-                      tensorboard=None if settings.tensorboard is None else Path(settings.tensorboard).resolve() / spec.slug,
+                      tensorboard=(None if settings.tensorboard is None
+                                   else Path(settings.tensorboard).resolve() / spec.slug),
                       log=log_path(out, spec.slug), threads=threads, environ=environ)
 
 
@@ -110,7 +113,7 @@ class RunDirLock:
 
     def acquire(self) -> str | None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  (held open as the lock until release)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -146,7 +149,7 @@ class RunDirLock:
         self._file.close()
         self._file = None
 
-    def __enter__(self) -> "RunDirLock":
+    def __enter__(self) -> RunDirLock:
         self.warning = self.acquire()
         return self
 
@@ -162,7 +165,7 @@ def _holder_text(text: str) -> str:
         return "another run"
 
 
-def save_curve(out: Path, slug: str, record: dict[str, Any], curve: dict[str, Any] | None) -> None:
+def save_curve(out: Path, slug: str, record: Mapping[str, Any], curve: dict[str, Any] | None) -> None:
     """Write ``OUT/curves/<job>.json`` (the record's identity and the curve) whole or not at all; a failure
     (a full disk) is a warning line, never the end of the run: the record is already safe."""
     if not curve:
@@ -176,4 +179,4 @@ def save_curve(out: Path, slug: str, record: dict[str, Any], curve: dict[str, An
         os.replace(partial, path)
     except OSError as err:
         partial.unlink(missing_ok=True)
-        print(f"warning: the curve of {slug} was not saved ({err.strerror or err})", file=sys.stderr)
+        warn(f"the curve of {slug} was not saved ({err.strerror or err})")

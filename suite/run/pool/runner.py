@@ -3,8 +3,8 @@
 - ``run_jobs`` runs them on a pool of ``Slot``s (``make_slots``: one per GPU, or N on a CPU with the cores
   split between them), each job in a fresh child process (``suite.run.pool.process``: forked from a
   ``forkserver`` that imported torch once, pinned to its slot's device through ``CUDA_VISIBLE_DEVICES``), in
-  the order given (the CLI puts the longest first), with an optional per-job timeout. A crash, OOM,
-  divergence, timeout or missing data set becomes that job's record and the run goes on. The parent is the
+  the order given (with several workers the CLI puts the longest job first), with an optional per-job timeout.
+  A crash, OOM, divergence, timeout or missing data set becomes that job's record and the run goes on. The parent is the
   only writer of ``OUT/records.jsonl`` (each record flushed and fsynced, all or nothing), so a record is never
   torn or duplicated, and it holds the run directory's lock (``rundir.RunDirLock``) for the whole run. Ctrl-C,
   SIGTERM and SIGHUP stop the run after recording every job that finished (jobs in flight are dropped and
@@ -29,15 +29,23 @@ import signal
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -45,10 +53,28 @@ from suite.console import make_console
 from suite.errors import UsageError
 from suite.run.job import JobSpec, record_from, run_job
 from suite.run.pool.process import JobProcess, start_job_server
-from suite.run.records import (Record, RecordsWriteError, append_record, base_env, job_slug, latest_by_key,
-                               now_iso, read_records_file, records_path)
-from suite.run.pool.rundir import (MIN_FREE_BYTES, RunDirLock, RunSettings, default_out_dir, done_keys,
-                                   ensure_out_dir, job_request, log_path, save_curve)
+from suite.run.pool.rundir import (
+    MIN_FREE_BYTES,
+    RunDirLock,
+    RunSettings,
+    default_out_dir,
+    done_keys,
+    ensure_out_dir,
+    job_request,
+    log_path,
+    save_curve,
+)
+from suite.run.records import (
+    Record,
+    RecordsWriteError,
+    append_record,
+    base_env,
+    job_slug,
+    latest_by_key,
+    now_iso,
+    read_records_file,
+    records_path,
+)
 
 FAILED = ("oom", "diverged", "timeout", "error")
 
@@ -73,10 +99,10 @@ class RunSummary:
     signal: int = 2  # the signal that interrupted the run (SIGINT for Ctrl-C)
     stopped: str | None = None  # why the run stopped early (a record could not be written)
 
-    def failed(self) -> list[dict[str, Any]]:
+    def failed(self) -> list[Record]:
         return [r for r in self.records if r["status"] in FAILED]
 
-    def skipped(self) -> list[dict[str, Any]]:
+    def skipped(self) -> list[Record]:
         return [r for r in self.records if r["status"] == "skipped"]
 
 
@@ -112,13 +138,13 @@ def make_slots(device: str, workers: int | None = None, devices: list[str] | Non
     return [Slot(device, {}, threads, f"{device}#{i}") for i in range(count)]
 
 
-def _main_metric_text(record: dict[str, Any]) -> str:
+def _main_metric_text(record: Mapping[str, Any]) -> str:
     name = record["config"]["metric"]
     value = record["metrics"].get(name)
     return f"{name}={value:.4g}" if isinstance(value, (int, float)) else ""
 
 
-def _log_line(record: dict[str, Any], spec: JobSpec, slot: str = "") -> Text:
+def _log_line(record: Mapping[str, Any], spec: JobSpec, slot: str = "") -> Text:
     line = Text()
     line.append(f"{record['status']:<8}", style=_STATUS_STYLE[record["status"]])
     line.append(f" {spec.label()}  {record['wall_s']:.1f}s" + (f" [{slot}]" if slot else "") + "  ")
@@ -174,7 +200,8 @@ def _run_pool(todo: list[JobSpec], out: Path, slots: list[Slot], summary: RunSum
               settings: RunSettings, *, job_timeout: float | None, stop_on_skip: bool) -> None:
     """Keep every slot busy until the queue is empty; the parent records each job as it finishes."""
     env = {**base_env(), "download": bool(settings.download)}
-    queue, free, running = deque(todo), list(slots), []
+    queue, free = deque(todo), list(slots)
+    running: list[_Running] = []
     failed = 0
     starting_new = True
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -400,7 +427,7 @@ def run_in_process(jobs: list[JobSpec], out: Path, *, device: str = "auto", data
 
 def summary_table(summary: RunSummary) -> Table:
     """Per task, attention and L: jobs, status counts and the mean main metric over ok seeds."""
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int], list[Record]] = {}
     for record in summary.records:
         groups.setdefault((record["task"], record["attention"], record["seq_len"]), []).append(record)
     table = Table(title=f"summary: {summary.out}")
@@ -410,8 +437,8 @@ def summary_table(summary: RunSummary) -> Table:
         counts = Counter(r["status"] for r in records)
         status = Text(", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
                       style="green" if set(counts) == {"ok"} else "red" if set(counts) & set(FAILED) else "yellow")
-        values = [r["metrics"].get(r["config"]["metric"]) for r in records if r["status"] == "ok"]
-        values = [v for v in values if isinstance(v, (int, float))]
+        values = [v for r in records if r["status"] == "ok"
+                  if isinstance(v := r["metrics"].get(r["config"]["metric"]), (int, float))]
         metric = f"{records[0]['config']['metric']}={sum(values) / len(values):.4g}" if values else "-"
         table.add_row(task, attention, str(seq_len), str(len(records)), status, metric)
     return table

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,8 @@ def submit_jobs(jobs: list[JobSpec], out: Path, options: SlurmOptions, settings:
                                 "submitted_at": submitted, "spec": spec.to_dict()}) + "\n")
         f.flush()
         os.fsync(f.fileno())
-    console.print(f"submitted {len(handles)} jobs as Slurm array {str(handles[0].job_id).split('_')[0] if handles else '-'}"
+    array = str(handles[0].job_id).split("_")[0] if handles else "-"
+    console.print(f"submitted {len(handles)} jobs as Slurm array {array}"
                   f" ({options.cluster}); submitit logs in {folder}", markup=False, highlight=False)
     return handles
 
@@ -131,7 +133,9 @@ def pending(out: Path, live: dict[str, Any] | None = None) -> list[tuple[dict[st
         if live and entry["slurm_job_id"] in live:
             handle = live[entry["slurm_job_id"]]
         elif entry.get("cluster") == "local":
-            handle = submitit.local.local.LocalJob(folder=folder, job_id=entry["slurm_job_id"])
+            from submitit.local.local import LocalJob
+
+            handle = LocalJob(folder=folder, job_id=entry["slurm_job_id"])
         else:
             handle = submitit.SlurmJob(folder=folder, job_id=entry["slurm_job_id"])
         handles.append((entry, handle))
@@ -184,7 +188,7 @@ def record_ended(out: Path, entries: list[tuple[dict[str, Any], Any]], env: dict
     return recorded, running
 
 
-def wait_and_record(out: Path, console: Console, live: list[Any] = (), poll_s: float = 2.0) -> None:
+def wait_and_record(out: Path, console: Console, live: Sequence[Any] = (), poll_s: float = 2.0) -> None:
     """Record jobs as they end until none is left (Ctrl-C stops waiting; the jobs go on in Slurm). ``live``: the
     handles this process submitted."""
     env = {**base_env(), "launcher": "slurm"}
