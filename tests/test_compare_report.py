@@ -10,7 +10,7 @@ import pytest
 
 from suite.analysis.compare import render
 from suite.analysis.frames import load_runs, metric_stats, scaling_frame
-from suite.analysis.stats import paired_difference, student_t_quantile, welch_difference
+from suite.analysis.stats import student_t_quantile, welch_difference
 from suite.analysis.tables import CSV_FIELDS, table_columns, task_tables
 from suite.analysis.units import format_pct, format_value
 from suite.cli import main
@@ -52,7 +52,10 @@ def runs(tmp_path):
 
 
 def tables_of(stats, **kwargs):
-    return dict(task_tables(stats, **kwargs))
+    """Task tables by heading, without the heading's count of comparisons (``· 3 comparisons, Holm``)."""
+    return {heading.split(" · ")[0] + "".join(f" · {part}" for part in heading.split(" · ")[1:]
+                                               if "comparison" not in part): table
+            for heading, table in task_tables(stats, **kwargs)}
 
 
 def md_rows(text, heading):
@@ -111,23 +114,14 @@ def test_the_baseline_difference_is_paired_by_seed_over_the_seeds_both_finished(
     # unpaired, the same numbers would not be told apart: Welch's interval is far wider than the difference
     diff, half, _ = welch_difference([0.80, 0.70, 0.90], [0.83, 0.72, 0.925])
     assert diff == pytest.approx(0.025) and half > 0.2
-    linear = stats.loc["linear"]  # one pair: a difference without interval, never marked
-    assert linear["delta_n"] == 1 and linear["delta"] == pytest.approx(-0.3) and math.isnan(linear["delta_ci95"])
-    assert linear["delta_mark"] == ""
+    linear = stats.loc["linear"]  # one pair: one seed is never compared with one seed of the baseline
+    assert linear["delta_n"] == 1 and math.isnan(linear["delta"]) and linear["delta_mark"] == ""
+    assert linear["delta_note"] == "1 seed pair: not compared (needs 2)"
     table = tables_of(metric_stats(load_runs([run])))["cls · accuracy ↑"]
-    assert table.loc[("64", "ea"), "Δ vs softmax ± 95% CI"] == "+0.025 ± 0.012 * better"
+    assert table.loc[("64", "ea"), "Δ vs softmax ± 95% CI (seeds)"] == "+0.025 ± 0.012 * better"
     assert table.loc[("64", "ea"), "Δ% vs softmax"] == "+3.1%"
-    assert table.loc[("64", "linear"), "Δ vs softmax ± 95% CI"] == "-0.3000 (no CI)"
-    assert table.loc[("64", "softmax"), "Δ vs softmax ± 95% CI"] == ""
-
-
-def test_better_and_worse_follow_the_metric_direction():
-    assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5})[:3] == (2, -0.5, 0.0)
-    from suite.analysis.stats import verdict
-
-    assert verdict(-0.5, 0.1, "min") == "better" and verdict(-0.5, 0.1, "max") == "worse"
-    assert verdict(0.5, 0.1, "min") == "worse" and verdict(0.5, 0.1, None) == "differs"
-    assert verdict(0.05, 0.1, "max") == "" and verdict(0.5, math.nan, "max") == ""
+    assert table.loc[("64", "linear"), "Δ vs softmax ± 95% CI (seeds)"] == "1 seed pair: not compared (needs 2)"
+    assert table.loc[("64", "softmax"), "Δ vs softmax ± 95% CI (seeds)"] == ""
 
 
 def test_one_table_per_task_with_only_the_columns_that_have_values(runs):
@@ -135,14 +129,18 @@ def test_one_table_per_task_with_only_the_columns_that_have_values(runs):
     assert list(tables) == ["cls † · accuracy ↑", "kern · fwd_ms ↓"]
     cls = tables["cls † · accuracy ↑"]
     assert list(cls.index) == [("64", "softmax"), ("64", "ea")]  # the baseline first
-    assert list(cls.columns) == ["n", "mean ± 95% CI", "Δ vs softmax ± 95% CI", "Δ% vs softmax"]  # no run columns
-    assert cls.loc[("64", "softmax"), "mean ± 95% CI"] == "0.8000 ± 0"
+    assert list(cls.columns) == ["n", "mean ± 95% CI", "Δ vs softmax ± 95% CI (seeds)", "Δ% vs softmax",
+                                 "MDE"]  # no run columns, no seeds + test set column (no per-example outcomes)
+    assert cls.loc[("64", "softmax"), "mean ± 95% CI"] == "0.8000 (no CI: zero variance)"
     assert cls.loc[("64", "ea"), "mean ± 95% CI"] == "0.60 ± 0.25"
-    assert cls.loc[("64", "ea"), "Δ vs softmax ± 95% CI"] == "-0.20 ± 0.25"
+    assert cls.loc[("64", "ea"), "Δ vs softmax ± 95% CI (seeds)"] == "-0.20 ± 0.25"
     assert cls.loc[("64", "ea"), "Δ% vs softmax"] == "-25.0%"
+    # by hand: differences -0.3, -0.2, -0.1: se 0.1 / sqrt(3); MDE = (t(0.975, 2) + t(0.80, 2)) x se
+    assert cls.loc[("64", "ea"), "MDE"] == format_value("accuracy", (T95_DF2 + 1.0606601717798212) * 0.1 / math.sqrt(3),
+                                                         like=0.6)
     kern = tables["kern · fwd_ms ↓"]
-    assert kern.loc[("512", "softmax"), "mean ± 95% CI"] == "4.00 ms (no CI)"
-    assert kern.loc[("512", "ea"), "Δ vs softmax ± 95% CI"] == "+0 ms (no CI)"
+    assert kern.loc[("512", "softmax"), "mean ± 95% CI"] == "4.00 ms (no CI: n = 1)"
+    assert kern.loc[("512", "ea"), "Δ vs softmax ± 95% CI (seeds)"] == "1 seed pair: not compared (needs 2)"
     assert kern.loc[("2048", "ea"), "mean ± 95% CI"] == "oom" and kern.loc[("2048", "ea"), "n"] == "0"
     only_ea = metric_stats(load_runs([runs[0]]), baseline="linear")  # no linear rows: no Δ columns at all
     assert list(tables_of(only_ea, baseline="linear")["kern · fwd_ms ↓"].columns) == ["n", "mean ± 95% CI"]
@@ -185,8 +183,8 @@ def test_another_metric_is_tabulated_in_its_unit(runs):
     cells = stats.set_index(["task", "seq_len", "attention"])
     assert cells.loc[("kern", 1024, "softmax"), "mean"] == 1000 * 1024 * 1024
     tables = tables_of(stats)
-    assert tables["kern · peak_mem_bytes ↓"].loc[("1024", "softmax"), "mean ± 95% CI"] == "1.05 GB (no CI)"
-    assert tables["cls † · peak_mem_bytes ↓"].loc[("64", "ea"), "mean ± 95% CI"] == "5.18 ± 0 MB"
+    assert tables["kern · peak_mem_bytes ↓"].loc[("1024", "softmax"), "mean ± 95% CI"] == "1.05 GB (no CI: n = 1)"
+    assert tables["cls † · peak_mem_bytes ↓"].loc[("64", "ea"), "mean ± 95% CI"] == "5.18 MB (no CI: zero variance)"
     tokens = tables_of(metric_stats(load_runs([runs[0]]), "train_tokens_per_s"))
     assert list(tokens) == ["cls † · train_tokens_per_s ↑"]  # a task without the metric has no table
     assert tokens["cls † · train_tokens_per_s ↑"].loc[("64", "ea"), "mean ± 95% CI"] == "12.35k ± 0.0025k tok/s"
@@ -199,8 +197,15 @@ def test_two_runs_get_the_run_to_run_difference_by_welchs_t(runs):
     ea = stats.loc[("B", "cls", 64, "ea")]
     # by hand: 0.85 - 0.6 = 0.25; se = sqrt(0.1^2/3 + 0.1^2/3); Welch df = 4
     assert ea["vs_run"] == "A" and ea["run_delta"] == pytest.approx(0.25)
-    assert ea["run_delta_ci95"] == pytest.approx(T95_DF4 * math.sqrt(0.02 / 3))  # 0.2267 < 0.25: marked
-    assert ea["run_delta_mark"] == "better" and ea["run_delta_pct"] == pytest.approx(100 * 0.25 / 0.6)
+    assert ea["run_delta_ci95"] == pytest.approx(T95_DF4 * math.sqrt(0.02 / 3))  # 0.2267 < 0.25: unadjusted, it
+    assert ea["run_delta_pct"] == pytest.approx(100 * 0.25 / 0.6)  # excludes 0, but the table holds 3 comparisons:
+    # Holm by hand: p = 0.0376 (B vs A, ea: Welch t 3.06, df 4), 0.074 (A: ea - softmax, t -3.46, df 2), 0.478 (B)
+    # -> sorted, x3, x2, x1 -> 0.113, 0.148, 0.48: nothing holds at 5% (softmax B vs A: zero variance, no test)
+    p = [ea["run_delta_p"], stats.loc[("A", "cls", 64, "ea"), "delta_p"], ea["delta_p"]]
+    assert p == pytest.approx([0.03759, 0.07418, 0.47777], abs=1e-4)
+    assert ea["comparisons"] == 3 and ea["run_delta_p_holm"] == pytest.approx(3 * p[0])
+    assert stats.loc[("A", "cls", 64, "ea"), "delta_p_holm"] == pytest.approx(2 * p[1])
+    assert ea["delta_p_holm"] == pytest.approx(p[2]) and ea["run_delta_mark"] == ""
     assert math.isnan(stats.loc[("A", "cls", 64, "ea"), "run_delta"])  # the first run is the reference
     assert stats.loc[("B", "kern", 256, "ea"), "run_delta_mark"] == ""  # one seed each: no interval
     _, half, df = welch_difference([1.0, 2.0, 4.0], [3.0, 3.5])
@@ -209,11 +214,11 @@ def test_two_runs_get_the_run_to_run_difference_by_welchs_t(runs):
     assert half == pytest.approx(student_t_quantile(0.975, df) * math.sqrt(v1 + v2))
     cls = tables_of(metric_stats(load_runs(runs)))["cls † · accuracy ↑"]
     assert list(cls.index) == [("64", "softmax", "A"), ("64", "softmax", "B"), ("64", "ea", "A"), ("64", "ea", "B")]
-    assert list(cls.columns) == ["n", "mean ± 95% CI", "Δ vs softmax ± 95% CI", "Δ% vs softmax",
+    assert list(cls.columns) == ["n", "mean ± 95% CI", "Δ vs softmax ± 95% CI (seeds)", "Δ% vs softmax", "MDE",
                                  "Δ vs A ± 95% CI (Welch)", "Δ% vs A"]
-    assert cls.loc[("64", "ea", "B"), "Δ vs A ± 95% CI (Welch)"] == "+0.25 ± 0.23 * better"
+    assert cls.loc[("64", "ea", "B"), "Δ vs A ± 95% CI (Welch)"] == "+0.25 ± 0.23"  # unmarked after Holm
     assert cls.loc[("64", "ea", "B"), "Δ% vs A"] == "+41.7%"
-    assert cls.loc[("64", "softmax", "B"), "Δ vs A ± 95% CI (Welch)"] == "+0 ± 0"
+    assert cls.loc[("64", "softmax", "B"), "Δ vs A ± 95% CI (Welch)"] == "+0 (no CI)"
     assert cls.loc[("64", "ea", "A"), "Δ vs A ± 95% CI (Welch)"] == ""
 
 
@@ -230,12 +235,15 @@ def test_csv_and_markdown_carry_the_same_columns(runs):
     for row in csv[csv["task"] == "cls"].itertuples():
         md = cells[(row.attention, row.run)]
         assert md["n"] == str(row.n)
-        assert md["mean ± 95% CI"] == format_value("accuracy", row.mean, row.ci95)
+        expected = (f"{format_value('accuracy', row.mean)} (no CI: {row.ci_note})" if isinstance(row.ci_note, str)
+                    else format_value("accuracy", row.mean, row.ci95))
+        assert md["mean ± 95% CI"] == expected
         if isinstance(row.run_delta_mark, str):
             assert md["Δ vs A ± 95% CI (Welch)"].endswith(row.run_delta_mark)
     b_ea = csv[(csv["run"] == "B") & (csv["task"] == "cls") & (csv["attention"] == "ea")].iloc[0]
     assert b_ea["mean"] == pytest.approx(0.85) and b_ea["n"] == 3 and bool(b_ea["substitute"])
-    assert b_ea["run_delta"] == pytest.approx(0.25) and b_ea["run_delta_mark"] == "better"
+    assert b_ea["run_delta"] == pytest.approx(0.25) and pd.isna(b_ea["run_delta_mark"])  # Holm: not marked
+    assert b_ea["comparisons"] == 3 and b_ea["run_delta_p_holm"] == pytest.approx(3 * b_ea["run_delta_p"], rel=1e-4)
     assert b_ea["delta"] == pytest.approx(0.05) and b_ea["delta_n"] == 3
 
 
@@ -247,11 +255,12 @@ def test_markdown_marks_substitute_rows_and_says_what_the_interval_is(runs):
     assert max(len(line) for line in markdown.splitlines() if line.startswith("|")) < 200
 
 
-def test_a_table_mixing_real_and_substitute_data_marks_the_rows(tmp_path):
+def test_real_and_substitute_data_are_different_configurations_in_their_own_tables(tmp_path):
     add(tmp_path / "real", "cls", "ea", 0, 64, {"accuracy": 0.5})
     add(tmp_path / "stand-in", "cls", "ea", 0, 64, {"accuracy": 0.4}, substitute=True, source="fake")
-    table = tables_of(metric_stats(load_runs([tmp_path / "real", tmp_path / "stand-in"])))["cls † · accuracy ↑"]
-    assert list(table.index) == [("64", "ea", "real"), ("64 †", "ea", "stand-in")]
+    tables = tables_of(metric_stats(load_runs([tmp_path / "real", tmp_path / "stand-in"])))
+    assert list(tables) == ["cls · smoke, source=src · accuracy ↑", "cls † · smoke, source=fake · accuracy ↑"]
+    assert list(tables["cls † · smoke, source=fake · accuracy ↑"].index) == [("64", "ea", "stand-in")]
 
 
 # -- probes and --baseline ------------------------------------------------------------------------------------
@@ -271,7 +280,7 @@ def test_probes_are_labelled_listed_after_the_attentions_and_never_the_baseline(
     assert set(frame.loc[frame["attention"].str.startswith("probe:"), "kind"]) == {"probe"}
     table = tables_of(metric_stats(frame))["cls · accuracy ↑"]
     assert [a for _, a in table.index] == ["softmax", "ea", "probe:bow (probe)", "probe:cnn (probe)"]
-    assert table.loc[("64", "probe:cnn (probe)"), "Δ vs softmax ± 95% CI"].startswith("+0.095")
+    assert table.loc[("64", "probe:cnn (probe)"), "Δ vs softmax ± 95% CI (seeds)"].startswith("+0.095")
     markdown = render(frame, fmt="markdown")
     assert "learnability probes" in markdown and "never the baseline" in markdown
     monkeypatch.setenv("COLUMNS", "200")
@@ -292,7 +301,7 @@ def test_baseline_option_chooses_the_reference_and_refuses_an_absent_one(runs, c
     out = capsys.readouterr().out
     rows = {r["attention"]: r for r in md_rows(out, "#### cls † · accuracy ↑")}
     assert list(rows) == ["ea", "softmax"]  # the baseline first
-    assert rows["softmax"]["Δ vs ea ± 95% CI"] == "+0.20 ± 0.25" and rows["softmax"]["Δ% vs ea"] == "+33.3%"
+    assert rows["softmax"]["Δ vs ea ± 95% CI (seeds)"] == "+0.20 ± 0.25" and rows["softmax"]["Δ% vs ea"] == "+33.3%"
     assert "(x <= 256)" in out or "than ea" in out  # the scaling table's crossovers are against the baseline too
     assert main(["compare", str(runs[0]), "--baseline", "nope"]) == 2
     err = capsys.readouterr().err
@@ -305,7 +314,7 @@ def test_compare_command_prints_the_tables(runs, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["compare", str(runs[0]), str(runs[1] / "records.jsonl"), "--format", "markdown"]) == 0
     out = capsys.readouterr().out
-    assert "+0.25 ± 0.23 * better" in out and "0.60 ± 0.25" in out
+    assert "+0.25 ± 0.23" in out and "0.60 ± 0.25" in out
     assert main(["compare", str(runs[0])]) == 0
     out = capsys.readouterr().out
     assert "cls † · accuracy ↑" in out and "0.60 ± 0.25" in out and "95% confidence interval" in out
@@ -410,7 +419,7 @@ def test_report_of_two_runs_overlays_them_and_compares_run_to_run(runs, tmp_path
     report = (out / "report.md").read_text()
     assert report.startswith("# Report: A vs B") and "### A (" in report and "### B (" in report
     rows = md_rows(report, "### cls † · accuracy ↑")
-    assert rows[3]["run"] == "B" and rows[3]["Δ vs A ± 95% CI (Welch)"] == "+0.25 ± 0.23 * better"
+    assert rows[3]["run"] == "B" and rows[3]["Δ vs A ± 95% CI (Welch)"] == "+0.25 ± 0.23"  # Holm over 3
     assert "line style per run (A: -, B: --)" in report
     for name in ("cls-L64-curves.png", "cls-accuracy.png", "kern-vs-L.png"):
         assert f"](plots/{name})" in report and (out / "plots" / name).exists()

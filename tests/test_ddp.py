@@ -30,4 +30,4 @@ def test_torchrun_with_two_gloo_processes_trains_one_ddp_job_and_records_it_once
     metrics = record["metrics"]
     assert metrics["world_size"] == 2
     assert metrics["ddp_param_max_diff"] == 0.0  # gradients were averaged: the replicas stayed identical
-    assert metrics["train_steps"] == 4 and metrics["train_samples_per_s"] > 0 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["train_steps"] == 4 and metrics["train_samples_per_s"] > 0 and 0 <= metrics["test_accuracy"] <= 1

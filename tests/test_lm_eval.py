@@ -163,7 +163,7 @@ def test_lm_builder_trains_evaluates_runs_lm_eval_and_saves_a_checkpoint_the_dec
     job.validate("lm")
     assert job.data_info["source"] == "kjv" and job.data_info["substitute"] is True
     metrics = train_and_evaluate(job, ctx)
-    assert 5.0 < metrics["bpb"] < 9.0 and metrics["eval_tokens"] == 128
+    assert 5.0 < metrics["val_bpb"] < 9.0 and metrics["val_eval_tokens"] == 128
     assert metrics["lm_eval.suite_heldout_ppl.bits_per_byte"] > 0 and metrics["test_bpb"] > 0
     assert metrics["state_bytes_L16"] == 2 * 3 * 16 * 2 * 4  # one layer, [1, 2 heads, 2, order+1=3, 16] fp32
     folder = tmp_path / "job" / "checkpoint"

@@ -476,35 +476,38 @@ def test_real_data_required_without_substitutes_says_what_to_download(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- KJV substitutes
-def test_text_substitute_is_kjv_chapters_labelled_by_testament(tmp_path):
+def test_text_substitute_is_kjv_chapter_segments_labelled_by_testament(tmp_path):
     chapters = kjv.kjv_chapters()
     assert len(chapters) == 1189 and sum(c.testament for c in chapters) == 260
     assert chapters[0].book == "GENESIS" and chapters[0].text.startswith(b"In the beginning God created")
     splits = {split: kjv.split_chapters(split) for split in ("train", "val", "test")}
     assert sorted(sum(splits.values(), [])) == list(range(1189))  # disjoint and complete
     data = load_lra("text", "test", data_root=tmp_path, max_len=64)
-    assert data.substitute and "Testament" in data.source and len(data) == len(splits["test"])
-    texts = {bytes((row[m] - 1).tolist()) for row, m in zip(data.tokens, data.mask)}
-    expected = {c.text[:64]: c.testament for c in (chapters[i] for i in splits["test"])}
-    assert texts == set(expected)
-    assert sorted(data.labels.tolist()) == sorted(expected.values())
-    assert data.describe()["majority_class_accuracy"] == pytest.approx(1 - sum(expected.values()) / len(expected),
+    pieces = kjv.split_segments("test")
+    assert data.substitute and "Testament" in data.source and len(data) == len(pieces)
+    assert {c for c, _ in pieces} == set(splits["test"]) and set(data.clusters.tolist()) == set(splits["test"])
+    texts = {bytes((row[m] - 1).tolist()): label for row, m, label in zip(data.tokens, data.mask, data.labels)}
+    expected = {piece[:64]: chapters[c].testament for c, piece in pieces}
+    assert texts == expected  # each example is a segment of a test chapter, labelled by its chapter's testament
+    assert data.describe()["majority_class_accuracy"] == pytest.approx(1 - float(data.labels.float().mean()),
                                                                        abs=1e-4)
 
 
-def test_retrieval_substitute_pairs_chapters_of_one_split_by_same_book(monkeypatch):
+def test_retrieval_substitute_pairs_segments_of_one_split_by_same_book(monkeypatch):
     monkeypatch.delenv("EA_SUITE_DATA", raising=False)
     chapters = kjv.kjv_chapters()
-    test_chapters = set(kjv.split_chapters("test"))
+    pieces = kjv.split_segments("test")
     pairs = kjv.kjv_pairs("test")
-    assert len(pairs) > 100 and [label for _, _, label in pairs[:6]] == [1, 0, 1, 0, 1, 0]
-    for a, b, label in pairs:
-        assert a != b and {a, b} <= test_chapters
-        assert label == int(chapters[a].book == chapters[b].book)
-    assert len({frozenset((a, b)) for a, b, _ in pairs}) == len(pairs)
+    assert len(pairs) > 2000 and [label for _, _, label, _ in pairs[:6]] == [1, 0, 1, 0, 1, 0]
+    for a, b, label, _ in pairs:
+        first, second = chapters[pieces[a][0]], chapters[pieces[b][0]]
+        assert pieces[a][0] != pieces[b][0]  # never two segments of one chapter
+        assert label == int(first.book == second.book)
+    assert len({frozenset((a, b)) for a, b, _, _ in pairs}) == len(pairs)
     data = load_lra("retrieval", "test", data_root=None, max_len=32, num_examples=10)
     assert data.substitute and "AAN" in data.source and data.labels.tolist() == [1, 0] * 5
-    assert bytes((data.tokens2[0] - 1).tolist()) == chapters[pairs[0][1]].text[:32]
+    assert bytes((data.tokens2[0] - 1).tolist()) == pieces[pairs[0][1]][1][:32]
+    assert data.clusters.tolist() == [block for *_, block in pairs[:10]]
 
 
 def test_the_lm_corpus_and_the_lra_chapters_read_the_one_embedded_kjv(monkeypatch):
@@ -560,12 +563,16 @@ def test_imdb_from_aclimdb_folder(tmp_path):
         folder.mkdir(parents=True)
         for i, text in enumerate(texts):
             (folder / f"{i}_{9 if name == 'pos' else 2}.txt").write_text(text, encoding="utf-8")
-    tokens, mask, labels, source = imdb.load_imdb(tmp_path, "train", max_len=64)
-    decoded = {bytes((tokens[i][mask[i]] - 1).tolist()).decode("utf-8"): int(labels[i]) for i in range(3)}
-    assert decoded == {"Great film!<br />Loved it.": 1, "Fine \u2014 really.": 1, "Dull.": 0}
-    assert "aclImdb" in source and not mask[2].all()
-    val = load_lra("text", "val", data_root=tmp_path, max_len=4)
-    assert sorted(val.labels.tolist()) == [0, 0, 1] and val.tokens.shape == (3, 4)  # val reads the test split
+    def reviews(split):
+        tokens, mask, labels, source = imdb.load_imdb(tmp_path, split, max_len=64)
+        assert "aclImdb" in source
+        return {bytes((t[m] - 1).tolist()).decode("utf-8"): int(y) for t, m, y in zip(tokens, mask, labels)}
+
+    train, val = reviews("train"), reviews("val")  # val: one of the three training reviews, held out
+    assert len(train) == 2 and len(val) == 1 and not set(train) & set(val)
+    assert {**train, **val} == {"Great film!<br />Loved it.": 1, "Fine \u2014 really.": 1, "Dull.": 0}
+    test = load_lra("text", "test", data_root=tmp_path, max_len=4)
+    assert sorted(test.labels.tolist()) == [0, 0, 1] and test.tokens.shape == (3, 4)
 
 
 def test_imdb_from_hugging_face_parquet_and_saved_dataset(tmp_path):

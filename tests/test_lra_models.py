@@ -59,7 +59,7 @@ def test_dual_encoder_learns_a_fixture_batch_and_shares_weights():
 
 
 def _ctx(task, seq_len, tmp_path, **hp):
-    hparams = dict(batch_size=4, dim=16, depth=1, heads=2, mlp_dim=32, num_train=12, num_eval=6, dropout=0.0)
+    hparams = dict(batch_size=4, dim=16, depth=1, heads=2, mlp_dim=32, num_train=12, num_val=6, num_test=6, dropout=0.0)
     hparams.update(hp)
     return BuildContext(task=f"lra-{task}", family="lra", attention="ea", seq_len=seq_len, seed=0, device="cpu",
                         hparams=hparams, data={"source": f"lra-{task}", "task": task}, data_root=tmp_path)
@@ -78,8 +78,10 @@ def test_builder_trains_listops_from_a_release_fixture(tmp_path, monkeypatch):
     assert batch["tokens"].shape == (4, 16) and batch["mask"][:, 7:].sum() == 0  # 7 tokens, then padding
     first, last = _overfit(job.model, batch)
     assert last < 0.5 * first
-    metrics = lra_evaluate(job.model, job.eval_batches)
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+    result = lra_evaluate(job.model, job.test_batches)
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0 and result.metrics["loss"] > 0
+    assert result.kind == "correct" and len(result.outcomes) == 6
+    assert result.outcomes.mean() == result.metrics["accuracy"]
 
 
 def test_builder_rejects_a_length_the_pixel_task_does_not_have(tmp_path):

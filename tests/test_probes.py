@@ -90,7 +90,7 @@ def test_probe_runs_the_tasks_probes_as_recorded_jobs_that_compare_labels(capsys
     assert main(["probe", "lra-listops", "--profile", "smoke", "--out", str(out)]) == 0
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert sorted(r["attention"] for r in records) == ["probe:bow", "probe:gru", "probe:oracle"]
-    assert all(r["status"] == "ok" and "accuracy" in r["metrics"] for r in records)
+    assert all(r["status"] == "ok" and "test_accuracy" in r["metrics"] for r in records)
     # the smoke profile's L = 128 cuts every ListOps expression: the oracle cannot answer any of them
     oracle = next(r for r in records if r["attention"] == "probe:oracle")
     assert oracle["seq_len"] == 128
@@ -115,8 +115,8 @@ def test_tfidf_probe_separates_pairs_that_share_their_words_from_pairs_that_do_n
                        seq_len=40, vocab_size=200, pad_id=0, source="test", substitute=False, generated=True,
                        tokens2=b, mask2=mask.clone())
 
-    metrics = tfidf_probe(pairs(200), pairs(100))
-    assert metrics["accuracy"] > 0.9 and metrics["eval_chance"] == 0.5
+    metrics = tfidf_probe(pairs(200), pairs(100), pairs(100))
+    assert metrics["test_accuracy"] > 0.9 and metrics["test_chance"] == 0.5 and metrics["val_accuracy"] > 0.9
 
 
 def test_tfidf_probe_runs_as_a_recorded_job(tmp_path):
@@ -124,4 +124,4 @@ def test_tfidf_probe_runs_as_a_recorded_job(tmp_path):
     assert main(["probe", "lra-text", "--probe", "tfidf", "--profile", "smoke", "--out", str(out)]) == 0
     (record,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert record["attention"] == "probe:tfidf" and record["status"] == "ok"
-    assert 0 <= record["metrics"]["accuracy"] <= 1 and record["metrics"]["train_examples"] > 0
+    assert 0 <= record["metrics"]["test_accuracy"] <= 1 and record["metrics"]["train_examples"] > 0

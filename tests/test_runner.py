@@ -100,7 +100,7 @@ def test_injected_failures_are_recorded_and_the_other_jobs_finish(tmp_path, tiny
     assert {L: r["status"] for L, r in by_length.items()} == {
         8: "ok", 16: "oom", 24: "error", 32: "timeout", 40: "error", 48: "skipped", 56: "ok"}
     assert "SIGKILL" in by_length[40]["error"] and "--job-timeout 4" in by_length[32]["error"]
-    assert by_length[56]["metrics"]["accuracy"] >= 0 and by_length[56]["wall_s"] > 0
+    assert by_length[56]["metrics"]["test_accuracy"] >= 0 and by_length[56]["wall_s"] > 0
     failed = by_length[24]
     log = tmp_path / "out" / "logs" / f"{job_slug('tiny', 'softmax', 24, 0, failed['key'])}.log"
     assert log.name.startswith("tiny_softmax_L24_s0_") and "injected failure" in log.read_text()
@@ -339,7 +339,7 @@ def test_an_artifact_a_full_or_read_only_disk_refuses_is_a_warning_on_the_job_s_
 
     monkeypatch.setattr(os, "mkdir", refusing_mkdir)
     outcome = run_job(JobRequest(spec_with(hparams={"artifact_kb": 1}), "cpu", artifacts_dir=artifacts / "job"))
-    assert outcome.status == "ok" and outcome.metrics["accuracy"] is not None
+    assert outcome.status == "ok" and outcome.metrics["test_accuracy"] is not None
     assert outcome.env["warnings"] == [f"blob not saved: {os.strerror(code)} (OSError)"]
     assert not artifacts.exists()
 

@@ -8,8 +8,9 @@ from suite.run.builders import BuildContext
 from suite.run.job import seed_everything
 from suite.run.train import DivergedError, lr_factor, resolve_steps, train_and_evaluate
 
-DESIGN_METRICS = {"accuracy", "loss", "train_loss", "train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s",
-                  "infer_tokens_per_s", "peak_mem_bytes", "params", "train_steps", "train_s", "eval_s"}
+DESIGN_METRICS = {"val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_loss", "train_samples_per_s",
+                  "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s", "peak_mem_bytes", "params",
+                  "train_steps", "train_s", "eval_s"}
 
 
 def context(seq_len=8, seed=0, **hparams):
@@ -46,19 +47,19 @@ def test_a_job_reports_task_metrics_throughput_memory_and_params():
     assert metrics["infer_tokens_per_s"] == pytest.approx(8 * metrics["infer_samples_per_s"])
     assert metrics["params"] == sum(p.numel() for p in TinyModel("softmax").parameters()) > 4 * 8 + 8 * 2
     assert metrics["peak_mem_bytes"] > 10_000_000  # CPU: the process's peak RSS, torch included
-    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
 
 
 def test_same_seed_gives_the_same_result_and_another_seed_does_not():
     first, again, other = run(context(seed=3)), run(context(seed=3)), run(context(seed=4))
-    assert first["train_loss"] == again["train_loss"] and first["loss"] == again["loss"]
+    assert first["train_loss"] == again["train_loss"] and first["test_loss"] == again["test_loss"]
     assert first["train_loss"] != other["train_loss"]
 
 
 def test_training_lowers_the_loss():
     before = run(context(steps=1, lr=1e-9))
     after = run(context(steps=60, lr=0.03, train_size=64))
-    assert after["loss"] < before["loss"] - 0.05
+    assert after["val_loss"] < before["val_loss"] - 0.05
 
 
 def test_nan_loss_ends_the_job_as_diverged():
@@ -81,7 +82,8 @@ def test_training_leaves_a_bounded_learning_curve_and_keeps_evaluation_out_of_th
     curve = job.curve
     assert 50 <= len(curve["train"]) <= 100 and curve["train"][-1]["step"] == 250  # at most 100 points
     assert [p["step"] for p in curve["eval"]] == [50, 100, 150, 200, 250]
-    assert curve["eval"][-1]["accuracy"] == metrics["accuracy"]  # the last point is the final evaluation
+    assert curve["split"] == "val"
+    assert curve["eval"][-1]["accuracy"] == metrics["val_accuracy"]  # the last point is the final validation
     tokens = [p["tokens"] for p in curve["train"]]
     assert tokens == sorted(tokens) and tokens[-1] == 250 * 8 * 8  # batch 8 x L 8
     assert all(set(p) >= {"step", "tokens", "loss"} for p in curve["train"])

@@ -195,7 +195,7 @@ def test_the_job_records_the_actual_length_and_counts_its_tokens(no_system_fashi
     images, labels = next(iter(job.train_batches))
     assert images.shape == (8, 1, 28, 28) and job.count_batch((images, labels)) == (8, 8 * 197)
     metrics = train_and_evaluate(job, ctx)
-    assert metrics["actual_seq_len"] == 197 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["actual_seq_len"] == 197 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["train_tokens_per_s"] == pytest.approx(metrics["train_samples_per_s"] * 197)
 
 
@@ -252,7 +252,7 @@ def test_image_folder_loader_reads_a_class_tree_and_trains(tmp_path):
     assert images.shape == (4, 3, 64, 64) and labels.dtype == torch.int64
     assert job.data_info["actual_seq_len"] == 17 and job.data_info["num_classes"] == 2
     metrics = train_and_evaluate(job, ctx)
-    assert np.isfinite(metrics["loss"]) and 0.0 <= metrics["accuracy"] <= 1.0
+    assert np.isfinite(metrics["test_loss"]) and 0.0 <= metrics["test_accuracy"] <= 1.0
 
 
 def test_deit_recipe_with_randaugment_and_mixup_trains_on_cifar(tmp_path, monkeypatch):

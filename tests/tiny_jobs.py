@@ -122,6 +122,7 @@ def build_tiny(ctx: BuildContext) -> Workload:
     shard = slice(ctx.rank, None, ctx.world_size)  # under DDP each rank trains on its own shard
     train = _batches(x[shard], y[shard], int(hp["batch_size"]))
     val = _batches(*_data(16, ctx.seq_len, 7), 8)
+    test = _batches(*_data(16, ctx.seq_len, 8), 8)
     model = TinyModel(ctx.attention)
 
     def loss_fn(model: nn.Module, batch) -> torch.Tensor:
@@ -137,9 +138,9 @@ def build_tiny(ctx: BuildContext) -> Workload:
             job.save_artifact("blob", save)
         return {}
 
-    job = Workload(model=model, train_batches=train, loss_fn=loss_fn, eval_batches=val, evaluate=_evaluate,
-              extra_eval=extra_eval, data_info={"source": "tiny-random", "substitute": bool(hp.get("substitute",
-                                                                                                   False))})
+    job = Workload(model=model, train_batches=train, loss_fn=loss_fn, val_batches=val, test_batches=test,
+                   evaluate=_evaluate, extra_eval=extra_eval,
+                   data_info={"source": "tiny-random", "substitute": bool(hp.get("substitute", False))})
     return job
 
 

@@ -1,7 +1,9 @@
-"""``compare`` and ``report`` read runs through one list of sections: the main metric per task (mean over seeds with
-a 95% confidence interval, the paired difference against a baseline attention, and across runs the run-to-run
-difference), the cost per family (report), the scaling against L, and the published LRA results beside the LRA
-tasks (``reference="lra"``). ``sections`` assembles them; ``section_lines`` writes any of them as Markdown (the
+"""``compare`` and ``report`` read runs through one list of sections: the main metric per task and configuration
+on the test split by default (mean over seeds with a 95% confidence interval, the paired difference against a
+baseline attention by seed and by seeds plus test set, the smallest detectable difference, and across runs the
+run-to-run difference), the QK-norm control (``controls``: whether EA's difference to softmax survives softmax
+with EA's QK-norm), the cost per family (report), the scaling against L, and the published LRA results beside the
+LRA tasks (``reference="lra"``). ``sections`` assembles them; ``section_lines`` writes any of them as Markdown (the
 report's levels or compare's), ``render`` prints them (rich) or returns them (markdown, csv).
 
 - ``render(..., fmt)``: ``rich`` (tables on the console), ``markdown`` (pipe tables), ``csv`` (long form: one row
@@ -22,8 +24,10 @@ import pandas as pd
 from rich.console import Console
 
 from suite.analysis import FORMATS, REFERENCES
+from suite.analysis.controls import QK_NORM_NOTE, qk_norm_lines
 from suite.analysis.frames import (
     DEFAULT_BASELINE,
+    DEFAULT_SPLIT,
     LRA_METRIC,
     csv_frame,
     metric_stats,
@@ -53,7 +57,7 @@ class Section:
     """One part of a comparison: a title, its tables (each under its own heading, or none), its notes, and plain
     lines for a part that is text only."""
 
-    key: str  # main, cost, scaling, lra
+    key: str  # main, control, cost, scaling, lra
     title: str
     tables: list[tuple[str | None, pd.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -63,23 +67,27 @@ class Section:
 #: how compare words its section titles (the report's are the defaults of ``sections``)
 def compare_titles(metric: str | None, runs: list[str]) -> dict[str, str]:
     return {"main": f"{metric or 'main metric'} by task, L and attention ({', '.join(runs)})",
-            "scaling": "scaling against L",
+            "control": "QK-norm control", "scaling": "scaling against L",
             "lra": f"LRA {LRA_METRIC}: measured ({', '.join(runs)}) beside published results (not re-run)"}
 
 
-REPORT_TITLES = {"main": "Main metric", "cost": "Cost", "scaling": "Scaling against L",
+REPORT_TITLES = {"main": "Main metric", "control": "QK-norm control", "cost": "Cost", "scaling": "Scaling against L",
                  "lra": "LRA: measured beside published results (not re-run)"}
 
 
 def sections(frame: pd.DataFrame, baseline: str = DEFAULT_BASELINE, *, metric: str | None = None,
              costs: bool = False, scaling: bool = True, reference: str | None = None,
-             titles: dict[str, str] | None = None) -> list[Section]:
-    """The sections of a comparison of ``frame`` (``load_runs``), in order: main metric, cost (``costs``), scaling
-    against L (``scaling``; when some task has two lengths), the LRA reference (``reference="lra"``)."""
+             titles: dict[str, str] | None = None, split: str = DEFAULT_SPLIT) -> list[Section]:
+    """The sections of a comparison of ``frame`` (``load_runs``), in order: main metric (on ``split``), the QK-norm
+    control (where a task holds ea, softmax and softmax:qk_norm=true), cost (``costs``), scaling against L
+    (``scaling``; when some task has two lengths), the LRA reference (``reference="lra"``)."""
     titles = {**REPORT_TITLES, **(titles or {})}
     runs = frame.attrs.get("runs") or list(dict.fromkeys(frame["run"]))
-    stats = metric_stats(frame, metric, baseline)
+    stats = metric_stats(frame, metric, baseline, split)
     out = [Section("main", titles["main"], list(task_tables(stats, baseline, runs)), footnotes(stats, baseline, runs))]
+    control = qk_norm_lines(frame, split) if metric is None else []
+    if control:
+        out.append(Section("control", titles["control"], notes=[*control, QK_NORM_NOTE]))
     if costs:
         cost = cost_tables(frame, baseline, runs)
         if cost:
@@ -134,7 +142,8 @@ def print_sections(parts: list[Section], console: Console) -> None:
 
 
 def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", console: Console | None = None,
-           scaling: bool = True, reference: str | None = None, baseline: str = DEFAULT_BASELINE) -> str:
+           scaling: bool = True, reference: str | None = None, baseline: str = DEFAULT_BASELINE,
+           split: str = DEFAULT_SPLIT) -> str:
     """Print (rich) or return (markdown, csv) the comparison of ``frame``; returns the text for non-rich formats.
 
     ``reference="lra"`` adds the published LRA rows (module docstring); the measured numbers do not change.
@@ -145,7 +154,7 @@ def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", co
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
     runs = frame.attrs.get("runs") or list(dict.fromkeys(frame["run"]))
     if fmt == "csv":
-        long = csv_frame(metric_stats(frame, metric, baseline))
+        long = csv_frame(metric_stats(frame, metric, baseline, split))
         if reference == "lra":
             published = published_lra_rows(frame)
             long = long.assign(published=False)
@@ -156,7 +165,7 @@ def render(frame: pd.DataFrame, metric: str | None = None, fmt: str = "rich", co
         long.to_csv(buffer, index=False, float_format="%.6g")
         return buffer.getvalue()
     parts = sections(frame, baseline, metric=metric, scaling=scaling, reference=reference,
-                     titles=compare_titles(metric, runs))
+                     titles=compare_titles(metric, runs), split=split)
     if fmt == "markdown":
         return "\n".join(markdown_lines(parts, "###")) + "\n"
     print_sections(parts, console or make_console())

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from suite.analysis.frames import attention_order
+from suite.analysis.frames import attention_order, config_id
 from suite.analysis.tables import SUBSTITUTE_MARK, attention_label
 from suite.console import warn
 from suite.run.records import CURVES_DIR, Record, latest_by_key
@@ -143,7 +143,8 @@ def _unusable_curve(curve: Any) -> str | None:
 
 def load_curves(run_dir: Path, run: str, records: list[Record]) -> list[dict[str, Any]]:
     """The curves in ``run_dir/curves/`` whose key has a latest record that finished ok, each with that record's
-    identity (task, attention, seq_len, seed, metric, substitute) and ``run``. A curve without a record is
+    identity (task, configuration id, attention, seq_len, seed, metric, substitute, the split of its evaluation
+    points: val, or the old records' eval split) and ``run``. A curve without a record is
     ignored; an unreadable one is skipped with one warning line; no ``curves/`` folder: no curves."""
     folder = run_dir / CURVES_DIR
     if not folder.is_dir():
@@ -164,10 +165,12 @@ def load_curves(run_dir: Path, run: str, records: list[Record]) -> list[dict[str
         if record is None or record["status"] != "ok":
             continue
         metric = curve.get("metric") if isinstance(curve.get("metric"), str) else record["config"]["metric"]
-        curves.append({"run": run, "task": record["task"], "attention": record["attention"],
+        curves.append({"run": run, "task": record["task"], "config": config_id(record),
+                       "attention": record["attention"],
                        "seq_len": int(record["seq_len"]), "seed": record["seed"], "metric": metric,
                        "direction": record["config"]["direction"] if metric == record["config"]["metric"] else None,
                        "substitute": bool((record.get("data") or {}).get("substitute")),
+                       "split": curve.get("split") or "eval",
                        "train": curve.get("train", []), "eval": curve.get("eval", [])})
     return curves
 
@@ -207,7 +210,8 @@ def curve_plot(curves: list[dict[str, Any]], task: str, seq_len: int, path: Path
     metric = curves[0]["metric"]
     panels = [("train", "loss", "training loss")]
     if any(_number(p.get(metric)) for c in curves for p in c["eval"]):
-        panels.append(("eval", metric, f"{metric} (evaluation)"))
+        split = curves[0].get("split", "eval")
+        panels.append(("eval", metric, f"{metric} ({'validation' if split == 'val' else 'evaluation'})"))
     if not any(_number(p.get("loss")) for c in curves for p in c["train"]):
         panels = panels[1:]
     if not panels:

@@ -30,6 +30,7 @@ import pandas as pd
 from suite.analysis.compare import markdown_lines, sections
 from suite.analysis.frames import (
     DEFAULT_BASELINE,
+    DEFAULT_SPLIT,
     SCALING_METRICS,
     TIME_METRICS,
     attention_order,
@@ -89,7 +90,7 @@ def check_runs(run_dirs: Sequence[Path | str], out: Path | str | None) -> tuple[
 
 
 def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | str | None = None,
-                 baseline: str | None = None) -> Path:
+                 baseline: str | None = None, split: str = DEFAULT_SPLIT) -> Path:
     """Write ``out/report.md`` and ``out/plots/*.png`` (``out`` defaults to the run for one run; several runs
     need it) with differences against ``baseline`` (default softmax, where present); returns the report's path.
     ValueError (one line) for bad input, a baseline that is not an attention of the runs among them."""
@@ -114,22 +115,27 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | str | 
             lines += [f"### {run} ({path})", ""]
         lines += [*_provenance(records[run]), ""]
 
-    main = metric_stats(frame, None, baseline)
-    parts = [p for p in sections(frame, baseline, costs=True, reference="lra") if p.title]  # no "no LRA task" line
+    main = metric_stats(frame, None, baseline, split)
+    parts = [p for p in sections(frame, baseline, costs=True, reference="lra", split=split)
+             if p.title]  # no "no LRA task" line
     lines += markdown_lines(parts, "##") + [""]
 
     colors = attention_colors(attention_order(frame["attention"], baseline))
     per_metric = {m: metric_stats(frame, m, baseline) for m in SCALING_METRICS}
     images = []
-    for task in dict.fromkeys(frame["task"]):
-        path = plots / f"{safe_name(task)}-vs-L.png"
-        if scaling_plot(per_metric, task, path, runs, colors):
-            images.append((f"{task}: time and memory against L", path))
-        task_main = main[main["task"] == task]
+    for task, config in dict.fromkeys(zip(frame["task"], frame["config"])):
+        several = frame.loc[frame["task"] == task, "config"].nunique() > 1
+        name = f"{safe_name(task)}-{config}" if several else safe_name(task)
+        label = f"{task} ({frame.loc[frame['config'] == config, 'config_label'].iloc[0]})" if several else task
+        of_config = {m: s[s["config"] == config] for m, s in per_metric.items()}
+        path = plots / f"{name}-vs-L.png"
+        if scaling_plot(of_config, task, path, runs, colors):
+            images.append((f"{label}: time and memory against L", path))
+        task_main = main[(main["task"] == task) & (main["config"] == config)]
         if len(task_main) and task_main["metric"].iloc[0] not in TIME_METRICS:
-            path = plots / f"{safe_name(task)}-{safe_name(task_main['metric'].iloc[0])}.png"
-            if quality_plot(main, task, path, runs):
-                images.append((f"{task}: {task_main['metric'].iloc[0]} per attention", path))
+            path = plots / f"{name}-{safe_name(task_main['metric'].iloc[0])}.png"
+            if quality_plot(task_main, task, path, runs):
+                images.append((f"{label}: {task_main['metric'].iloc[0]} per attention", path))
     if images:
         lines += ["## Plots", ""]
         for caption, path in images:
@@ -137,13 +143,15 @@ def write_report(run_dirs: Path | str | Sequence[Path | str], out: Path | str | 
 
     curves = [c for run, path in zip(runs, paths) for c in load_curves(path, run, records[run])]
     figures = []
-    for task in dict.fromkeys(c["task"] for c in curves):
-        for seq_len in sorted({c["seq_len"] for c in curves if c["task"] == task}):
-            mine = [c for c in curves if c["task"] == task and c["seq_len"] == seq_len]
-            path = plots / f"{safe_name(task)}-L{seq_len}-curves.png"
+    for task, config in dict.fromkeys((c["task"], c["config"]) for c in curves):
+        several = len({c["config"] for c in curves if c["task"] == task}) > 1
+        for seq_len in sorted({c["seq_len"] for c in curves if c["task"] == task and c["config"] == config}):
+            mine = [c for c in curves if c["task"] == task and c["config"] == config and c["seq_len"] == seq_len]
+            name = f"{safe_name(task)}-{config}" if several else safe_name(task)
+            path = plots / f"{name}-L{seq_len}-curves.png"
             if curve_plot(mine, task, seq_len, path, runs, colors):
-                figures.append((f"{task}, L={seq_len}: training loss and {mine[0]['metric']} against tokens seen",
-                                path))
+                figures.append((f"{task}{f' ({config})' if several else ''}, L={seq_len}: training loss and "
+                                f"{mine[0]['metric']} against tokens seen", path))
     if figures:
         styles = ", ".join(f"{run}: {run_style(runs, run)}" for run in runs) if len(runs) > 1 else ""
         lines += ["## Learning curves", "", "Line: mean over seeds; band: min-max over seeds; one colour per "

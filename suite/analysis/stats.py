@@ -2,9 +2,8 @@
 
 - ``mean_ci(values)``: mean, standard deviation and the half-width of the 95% confidence interval of the mean
   (Student t with n - 1 degrees of freedom);
-- ``paired_difference(values, baseline)``: the mean difference over the seeds both have, by the paired t;
 - ``welch_difference(first, second)``: the difference of two means, by Welch's t (unpaired: across runs);
-- ``verdict(delta, half, direction)``: better / worse / differs when the interval excludes 0;
+- paired comparisons (by seed, and on the same test examples) and their adjustment: ``suite.analysis.paired``;
 - ``loglog_slope(lengths, times)``: the slope of log(time) against log(L) (1 = linear, 2 = quadratic);
 - ``crossover_length(lengths, times_a, times_b)``: the L from which ``a`` is no slower than ``b``.
 """
@@ -48,20 +47,6 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, std, _t95(n - 1) * std / math.sqrt(n)
 
 
-def paired_difference(values: dict[int, float], baseline: dict[int, float]) -> tuple[int, float, float, float]:
-    """(pairs, mean of values - baseline over the seeds in both, 95% CI half-width by the paired t (NaN for one
-    pair), the baseline's mean over those seeds)."""
-    seeds = sorted(set(values) & set(baseline))
-    if not seeds:
-        return 0, math.nan, math.nan, math.nan
-    diffs = [values[s] - baseline[s] for s in seeds]
-    mean, _, half = mean_ci(diffs)
-    if len(seeds) >= 2:
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(seeds) - 1))
-        half = _t95(len(seeds) - 1) * _noise_free(sd, *values.values(), *baseline.values()) / math.sqrt(len(seeds))
-    return len(seeds), mean, half, sum(baseline[s] for s in seeds) / len(seeds)
-
-
 def welch_difference(first: Sequence[float], second: Sequence[float]) -> tuple[float, float, float]:
     """(mean(second) - mean(first), 95% CI half-width by Welch's t, Welch-Satterthwaite degrees of freedom);
     half-width and df NaN unless both have n >= 2."""
@@ -76,16 +61,6 @@ def welch_difference(first: Sequence[float], second: Sequence[float]) -> tuple[f
         return diff, 0.0, float(len(first) + len(second) - 2)
     df = (v1 + v2) ** 2 / (v1 * v1 / (len(first) - 1) + v2 * v2 / (len(second) - 1))
     return diff, _t95(df) * math.sqrt(v1 + v2), df
-
-
-def verdict(delta: float, half: float, direction: str | None) -> str:
-    """``better`` / ``worse`` (by ``direction``) or ``differs`` (no direction) when the interval delta ± half
-    excludes 0; ``""`` when it does not or there is no interval."""
-    if not (math.isfinite(delta) and math.isfinite(half)) or abs(delta) <= half:
-        return ""
-    if direction not in ("max", "min"):
-        return "differs"
-    return "better" if (delta > 0) == (direction == "max") else "worse"
 
 
 def _usable_points(lengths: Sequence[float], *series: Sequence[float | None]) -> list[tuple[float, ...]]:

@@ -2,15 +2,18 @@
 rendered as Markdown pipe tables (``pipe_table``: no dependency, so the GPU box renders them too), rich tables
 (the console) or CSV.
 
-- ``task_tables(stats)``: one table per task (and metric): rows L, attention (probes last) and run; columns only
-  where some row has a value (n, mean ± 95% CI, Δ vs the baseline and in %, Δ vs the first run and in %). Numbers
-  carry their unit: memory in kB/MB/GB, throughput as ``12.3k tok/s``, times in ms, digits set by the interval
-  (two significant digits of the half-width).
+- ``task_tables(stats)``: one table per task, configuration and metric (its heading names them, the split, and
+  how many comparisons its marks are Holm-adjusted over): rows L, attention (probes last) and run; columns only
+  where some row has a value (n, mean ± 95% CI, Δ vs the baseline by seed and by seeds plus test set, Δ in %,
+  the smallest detectable difference, Δ vs the first run and in %). Numbers carry their unit: memory in
+  kB/MB/GB, throughput as ``12.3k tok/s``, times in ms, digits set by the interval (two significant digits of the
+  half-width).
 - ``cost_tables(frame)``: per family, throughput, times, peak memory and params, only the columns some job measured.
 - ``scaling_table(scaling)``: the log-log slope and the crossover length per task, metric and attention.
 - ``lra_reference_table(frame)``: the measured LRA accuracy beside the published results (not re-run).
-- Rows from substitute data (``data.substitute``) get ``†`` (in the table's heading, and on the row when a table
-  mixes real and substitute data) and a footnote naming the data source, in every format.
+- Tables of substitute data (``data.substitute``) get ``†`` in their heading and a footnote naming the data
+  source, in every format (the data that ran is part of a configuration: real and substitute data never share a
+  table).
 """
 from __future__ import annotations
 
@@ -82,37 +85,47 @@ def _mark_text(mark: str) -> str:
 def _mean_cell(row) -> str:
     if row.n == 0:
         return row.statuses or "-"
-    text = format_value(row.metric, row.mean, row.ci95)
-    return text + " (no CI)" if row.n == 1 else text
+    if row.ci_note:
+        return f"{format_value(row.metric, row.mean)} (no CI: {row.ci_note})"
+    return format_value(row.metric, row.mean, row.ci95)
 
 
-def _delta_cell(metric: str, delta: float, half: float, mark: str, like: float) -> str:
+def _delta_cell(metric: str, delta: float, half: float, mark: str, like: float, note: str = "") -> str:
     if not math.isfinite(delta):
-        return ""
-    text = format_value(metric, delta, half, signed=True, like=like)
-    return text + (" (no CI)" if not math.isfinite(half) else _mark_text(mark))
+        return note
+    if not math.isfinite(half) or half == 0:
+        return format_value(metric, delta, signed=True, like=like) + " (no CI)"
+    return format_value(metric, delta, half, signed=True, like=like) + _mark_text(mark)
 
 
 def _n_cell(row) -> str:
-    return f"{row.n} (+{row.failed})" if row.failed and row.n else str(row.n)
+    return f"{row.n} (+{row.failed})" if row.failed and (row.n or row.missing) else str(row.n)
+
+
+def _mde_cell(row) -> str:
+    if not math.isfinite(row.mde):
+        return ""
+    return format_value(row.metric, row.mde, like=row.mean)
 
 
 def table_columns(baseline: str, first_run: str | None) -> dict[str, str]:
     """Header of every possible column of a task table, by id."""
-    columns = {"n": "n", "mean": f"mean ± {CI_NOTE}", "delta": f"Δ vs {baseline} ± {CI_NOTE}",
-               "delta_pct": f"Δ% vs {baseline}"}
+    columns = {"n": "n", "mean": f"mean ± {CI_NOTE}", "delta": f"Δ vs {baseline} ± {CI_NOTE} (seeds)",
+               "combined": f"Δ vs {baseline} ± {CI_NOTE} (seeds + test set)", "delta_pct": f"Δ% vs {baseline}",
+               "mde": "MDE"}
     if first_run is not None:
         columns.update(run_delta=f"Δ vs {first_run} ± {CI_NOTE} (Welch)", run_delta_pct=f"Δ% vs {first_run}")
     return columns
 
 
 #: the CSV fields that carry each table column (CSV and markdown carry the same columns)
-
-
-#: the CSV fields that carry each table column (CSV and markdown carry the same columns)
-CSV_FIELDS = {"L": ["seq_len"], "attention": ["attention", "kind"], "run": ["run"], "n": ["n", "failed", "statuses"],
-              "mean": ["mean", "ci95"], "delta": ["delta", "delta_ci95", "delta_n", "delta_mark"],
-              "delta_pct": ["delta_pct"], "run_delta": ["run_delta", "run_delta_ci95", "run_delta_mark"],
+CSV_FIELDS = {"L": ["seq_len"], "attention": ["attention", "kind"], "run": ["run"],
+              "n": ["n", "missing", "failed", "statuses"], "mean": ["mean", "ci95", "ci_note"],
+              "delta": ["delta", "delta_ci95", "delta_p", "delta_n", "delta_note", "comparisons", "delta_p_holm",
+                        "delta_mark"],
+              "combined": ["combined_delta", "combined_ci95", "combined_p", "examples_n", "clusters_n"],
+              "delta_pct": ["delta_pct"], "mde": ["mde"],
+              "run_delta": ["run_delta", "run_delta_ci95", "run_delta_p", "run_delta_p_holm", "run_delta_mark"],
               "run_delta_pct": ["run_delta_pct"]}
 
 
@@ -125,8 +138,13 @@ def _arrow(direction: str | None) -> str:
     return {"max": " ↑", "min": " ↓"}.get(direction or "", "")
 
 
-def task_heading(task: str, metric: str, direction: str | None, substitute: bool) -> str:
-    return f"{task}{f' {SUBSTITUTE_MARK}' if substitute else ''} · {metric}{_arrow(direction)}"
+def task_heading(task: str, metric: str, direction: str | None, substitute: bool, config: str = "",
+                 split: str = "") -> str:
+    """``task † · configuration · metric ↑ (split)``: what a table (or row) holds (the configuration where the task
+    has several in the runs)."""
+    where = f" ({split})" if split else ""
+    setting = f" · {config}" if config else ""
+    return f"{task}{f' {SUBSTITUTE_MARK}' if substitute else ''}{setting} · {metric}{_arrow(direction)}{where}"
 
 
 def _prune(table: pd.DataFrame) -> pd.DataFrame:
@@ -135,38 +153,49 @@ def _prune(table: pd.DataFrame) -> pd.DataFrame:
     return table[keep]
 
 
+def _split_of(group: pd.DataFrame) -> str:
+    return ",".join(sorted({str(v) for v in group["split"] if v}))
+
+
 def task_tables(stats: pd.DataFrame, baseline: str = DEFAULT_BASELINE,
                 runs: list[str] | None = None) -> list[tuple[str, pd.DataFrame]]:
-    """(heading, table) per task and metric: rows (L, attention[, run]); only the columns with values."""
+    """(heading, table) per task, configuration and metric: rows (L, attention[, run]); only the columns with
+    values; the heading says how many comparisons the table's marks are Holm-adjusted over."""
     runs = runs or _runs_of(stats)
     several = len(runs) > 1
     headers = table_columns(baseline, runs[0] if several else None)
     out = []
-    for (task, metric), group in stats.groupby(["task", "metric"], sort=False):
+    for (task, _config, metric), group in stats.groupby(["task", "config", "metric"], sort=False):
         if not (group["n"] > 0).any() and not (group["is_main"].all() and (group["statuses"] != "").any()):
             continue  # the metric is nowhere in this task (a main metric that no job reached still shows why)
         order = {a: i for i, a in enumerate(attention_order(group["attention"], baseline))}
         run_order = {r: i for i, r in enumerate(runs)}
         group = group.assign(_a=group["attention"].map(order), _r=group["run"].map(run_order))
         group = group.sort_values(["seq_len", "_a", "_r"], kind="stable")
-        mixed = group["substitute"].nunique() > 1
         rows = []
         for r in group.itertuples():
-            row = {"L": f"{r.seq_len}{f' {SUBSTITUTE_MARK}' if mixed and r.substitute else ''}",
-                   "attention": attention_label(r.attention)}
+            row = {"L": str(r.seq_len), "attention": attention_label(r.attention)}
             if several:
                 row["run"] = r.run
+            combined = math.isfinite(r.combined_delta)
             row[headers["n"]] = _n_cell(r)
             row[headers["mean"]] = _mean_cell(r)
-            row[headers["delta"]] = _delta_cell(metric, r.delta, r.delta_ci95, r.delta_mark, r.mean)
+            row[headers["delta"]] = _delta_cell(metric, r.delta, r.delta_ci95, "" if combined else r.delta_mark,
+                                                r.mean, r.delta_note)
+            row[headers["combined"]] = _delta_cell(metric, r.combined_delta, r.combined_ci95, r.delta_mark, r.mean)
             row[headers["delta_pct"]] = "" if not math.isfinite(r.delta) else format_pct(r.delta_pct)
+            row[headers["mde"]] = _mde_cell(r)
             if several:
                 row[headers["run_delta"]] = _delta_cell(metric, r.run_delta, r.run_delta_ci95, r.run_delta_mark, r.mean)
                 row[headers["run_delta_pct"]] = "" if not math.isfinite(r.run_delta) else format_pct(r.run_delta_pct)
             rows.append(row)
         index = ["L", "attention"] + (["run"] if several else [])
         table = _prune(pd.DataFrame(rows).set_index(index))
-        heading = task_heading(task, metric, group["direction"].iloc[0], bool(group["substitute"].any()))
+        configs = stats.loc[stats["task"] == task, "config"].nunique()
+        heading = task_heading(task, metric, group["direction"].iloc[0], bool(group["substitute"].any()),
+                               str(group["config_label"].iloc[0]) if configs > 1 else "", _split_of(group))
+        count = int(group["comparisons"].max())
+        heading += f" · {count} comparison{'s' if count != 1 else ''}, Holm" if count else ""
         out.append((heading, table))
     return out
 
@@ -174,22 +203,35 @@ def task_tables(stats: pd.DataFrame, baseline: str = DEFAULT_BASELINE,
 def footnotes(stats: pd.DataFrame, baseline: str = DEFAULT_BASELINE, runs: list[str] | None = None) -> list[str]:
     """What the tables' cells mean: the interval, the differences and their marks, †, probes."""
     runs = runs or _runs_of(stats)
-    notes = [f"mean ± {CI_NOTE}: mean over seeds (n = seeds that finished ok) ± the half-width of its 95% confidence "
-             "interval (Student t, n - 1 degrees of freedom); n = 1 has no interval (no CI); a status (oom, "
-             "timeout, ...) where no seed finished, (+k status) where some did not"]
+    notes = ["each table is one configuration (task, profile, every --set, the data that ran; the heading names "
+             "what sets it apart from the task's others): configurations are never averaged or paired across; "
+             "(test) / (val): the split the metric was measured on (the test split is read once, at the end)",
+             f"mean ± {CI_NOTE}: mean over seeds (n = seeds that finished ok) ± the half-width of its 95% confidence "
+             "interval (Student t, n - 1 degrees of freedom); n = 1 or zero variance has no interval (no CI); a "
+             "status (oom, timeout, ...) where no seed finished, (+k status) where some did not, (+k ok without a "
+             "value) for ok jobs whose metric is missing or not finite"]
     present = set(stats["attention"])
     if baseline in present:
-        notes.append(f"Δ vs {baseline}: mean over the seeds both finished of (attention - {baseline}), ± the 95% CI of "
-                     f"that paired difference (paired t); Δ%: in % of {baseline}'s mean over the same seeds")
+        notes.append(f"Δ vs {baseline} (seeds): mean over the seeds both finished of (attention - {baseline}), ± the "
+                     f"95% CI of that paired difference (paired t); at least 2 seed pairs, one seed is never compared; "
+                     f"Δ%: in % of {baseline}'s mean over the same seeds")
+        notes.append(f"Δ vs {baseline} (seeds + test set): the same difference over the same test examples, its "
+                     "interval adding the test set's sampling error to the seeds' (per-example outcomes of every seed; "
+                     "cluster-robust where examples share a source; suite.analysis.paired)")
+        notes.append("MDE: the smallest true difference the comparison would detect with 80% power at the 5% level, "
+                     "(t(0.975) + t(0.80)) x its standard error (seeds + test set where given)")
     else:
         attentions = [a for a in attention_order(present) if not is_probe(a)]
         notes.append(f"no Δ column: these records hold no {baseline} rows (pick a baseline with --baseline; "
                      f"attentions present: {', '.join(attentions) or 'none'})")
     if len(runs) > 1:
-        notes.append(f"Δ vs {runs[0]}: this run's mean - {runs[0]}'s, ± the 95% CI by Welch's t (seeds are not paired "
-                     f"across runs; needs n >= 2 in both); Δ%: in % of {runs[0]}'s mean")
-    notes.append(f"{DELTA_MARK}: the interval excludes 0; better / worse by the metric's direction (↑ higher is "
-                 "better, ↓ lower is better)")
+        notes.append(f"Δ vs {runs[0]}: this run's mean - {runs[0]}'s of the same configuration, ± the 95% CI by "
+                     f"Welch's t (seeds are not paired across runs; needs n >= 2 in both); Δ%: in % of {runs[0]}'s "
+                     "mean")
+    notes.append(f"{DELTA_MARK}: the difference holds after Holm's adjustment over the table's comparisons (its "
+                 "heading says how many; adjusted p < 0.05, on the seeds + test set interval where given); better / "
+                 "worse by the metric's direction (↑ higher is better, ↓ lower is better); the intervals shown are "
+                 "unadjusted")
     probes = [a for a in attention_order(present) if is_probe(a)]
     if probes:
         notes.append(f"(probe): {', '.join(probes)} are learnability probes (a model without attention that shows how "
@@ -253,18 +295,19 @@ def lra_reference_table(frame: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -
         return None
     stats = metric_stats(lra, LRA_METRIC, baseline)
     runs = [r for r in (frame.attrs.get("runs") or _runs_of(stats)) if r in set(stats["run"])]
-    several = len(runs) > 1
-    stats = stats.assign(row=[task_heading(t, m, d, s) for t, m, d, s in
-                              zip(stats["task"], stats["metric"], stats["direction"], stats["substitute"])],
+    several = stats.groupby("task")["config"].nunique()
+    stats = stats.assign(row=[task_heading(t, m, d, s, c if several[t] > 1 else "", sp) for t, m, d, s, c, sp in
+                              zip(stats["task"], stats["metric"], stats["direction"], stats["substitute"],
+                                  stats["config_label"], stats["split"])],
                          cell=[_lra_cell(r) for r in stats.itertuples()])
-    index = ["row", "seq_len"] + (["run"] if several else [])
+    index = ["row", "seq_len"] + (["run"] if len(runs) > 1 else [])
     table = stats.pivot_table(index=index, columns="attention", values="cell", aggfunc="first", sort=False)
     table = table[attention_order(table.columns, baseline)].fillna("-")
     table.columns = [attention_label(a) for a in table.columns]
     task_of_row = dict(zip(stats["row"], stats["task"]))
     for result in PUBLISHED_LRA:
         table[result.label] = [_published_cell(task_of_row[key[0]], result) for key in table.index]
-    table.index.names = ["task · metric", "L"] + (["run"] if several else [])
+    table.index.names = ["task · metric", "L"] + (["run"] if len(runs) > 1 else [])
     notes = [f"measured cells: mean ± {CI_NOTE} over seeds (Student t; no CI for n = 1), n = seeds that finished ok"]
     substitutes = stats[stats["substitute"]].drop_duplicates(["task"])
     if len(substitutes):
@@ -308,7 +351,7 @@ def cost_tables(frame: pd.DataFrame, baseline: str, runs: list[str]) -> list[tup
                 continue
             stats = metric_stats(part, metric, baseline)
             if (stats["n"] > 0).any():
-                columns[header] = (metric, stats.set_index(["run", "task", "seq_len", "attention"]))
+                columns[header] = (metric, stats.set_index(["run", "task", "config", "seq_len", "attention"]))
         if not columns:
             continue
         cells = next(iter(columns.values()))[1]
@@ -317,14 +360,17 @@ def cost_tables(frame: pd.DataFrame, baseline: str, runs: list[str]) -> list[tup
             sub = cells.xs(task, level="task", drop_level=False).reset_index()
             order = {a: i for i, a in enumerate(attention_order(sub["attention"], baseline))}
             sub = sub.assign(_a=sub["attention"].map(order), _r=sub["run"].map({r: i for i, r in enumerate(runs)}))
-            for r in sub.sort_values(["seq_len", "_a", "_r"]).itertuples():
-                key = (r.run, task, r.seq_len, r.attention)
-                row = {"task": f"{task}{f' {SUBSTITUTE_MARK}' if r.substitute else ''}", "L": str(r.seq_len),
+            several_configs = sub["config"].nunique() > 1
+            for r in sub.sort_values(["config", "seq_len", "_a", "_r"]).itertuples():
+                key = (r.run, task, r.config, r.seq_len, r.attention)
+                name = f"{task}{f' {SUBSTITUTE_MARK}' if r.substitute else ''}"
+                row = {"task": f"{name} · {r.config_label}" if several_configs else name, "L": str(r.seq_len),
                        "attention": attention_label(r.attention)}
                 if len(runs) > 1:
                     row["run"] = r.run
-                n = int(part[(part["run"] == r.run) & (part["task"] == task) & (part["seq_len"] == r.seq_len)
-                             & (part["attention"] == r.attention) & (part["status"] == "ok")]["seed"].nunique())
+                n = int(part[(part["run"] == r.run) & (part["task"] == task) & (part["config"] == r.config)
+                             & (part["seq_len"] == r.seq_len) & (part["attention"] == r.attention)
+                             & (part["status"] == "ok")]["seed"].nunique())
                 row["n"] = str(n)
                 for header, (metric, stats) in columns.items():
                     row[header] = _cost_cell(metric, stats.loc[key]) if key in stats.index else "-"

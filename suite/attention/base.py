@@ -73,6 +73,15 @@ class AttentionModule(nn.Module):
         self.backend_used = "none"
 
     # -- helpers -------------------------------------------------------------------------------------
+    def init_qk_norm(self, enabled: bool, width: int | None = None) -> None:
+        """``q_norm`` and ``k_norm``: EA's per-head RMS normalisation of q and k over ``width`` channels (default
+        the head dim), each with a learnable per-channel gain initialised to 1; identities when not ``enabled``.
+        Every attention with a ``qk_norm`` option uses this one form, so that the QK-norm control of a comparison
+        differs from EA in the attention alone."""
+        width = width or self.head_dim
+        self.q_norm: nn.Module = nn.RMSNorm(width) if enabled else nn.Identity()
+        self.k_norm: nn.Module = nn.RMSNorm(width) if enabled else nn.Identity()
+
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [..., dim] -> q, k, v [..., H, D] through ``self.qkv`` (one Linear dim -> 3*dim).
 

@@ -39,7 +39,8 @@ class BasedAttention(AttentionModule):
     backends = ("torch", "fla")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 feature_dim: int = 16, chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True) -> None:
+                 feature_dim: int = 16, chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True,
+                 qk_norm: bool = False) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if feature_dim < 1 or chunk_size < 1:
             raise ValueError(f"feature_dim and chunk_size must be >= 1, got {feature_dim}, {chunk_size}")
@@ -48,11 +49,13 @@ class BasedAttention(AttentionModule):
         self.k_proj = nn.Linear(dim, num_heads * feature_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
         self.o_proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.init_qk_norm(qk_norm, feature_dim)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [..., dim] -> q, k [..., H, feature_dim] and v [..., H, D] (raw, before the feature map)."""
-        q = self.q_proj(x).unflatten(-1, (self.num_heads, self.feature_dim))
-        k = self.k_proj(x).unflatten(-1, (self.num_heads, self.feature_dim))
+        """x [..., dim] -> q, k [..., H, feature_dim] and v [..., H, D] (before the feature map; with ``qk_norm``,
+        q and k RMS-normalised per head over their features, as EA's are)."""
+        q = self.q_norm(self.q_proj(x).unflatten(-1, (self.num_heads, self.feature_dim)))
+        k = self.k_norm(self.k_proj(x).unflatten(-1, (self.num_heads, self.feature_dim)))
         return q, k, self.split_heads(self.v_proj(x))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -37,18 +37,20 @@ class LinearAttention(AttentionModule):
     backends = ("torch", "fla")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True) -> None:
+                 chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True, qk_norm: bool = False) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.chunk_size = chunk_size
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.init_qk_norm(qk_norm)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [..., dim] -> φ(q), φ(k), v, each [..., H, D] (q and k already feature-mapped)."""
+        """x [..., dim] -> φ(q), φ(k), v, each [..., H, D] (q and k already feature-mapped; with ``qk_norm``
+        RMS-normalised per head before the feature map, as EA's are)."""
         q, k, v = super().project_qkv(x)
-        return elu_feature_map(q), elu_feature_map(k), v
+        return elu_feature_map(self.q_norm(q)), elu_feature_map(self.k_norm(k)), v
 
     def attend(self, qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor,
                key_padding_mask: torch.Tensor | None = None,

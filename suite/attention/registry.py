@@ -182,10 +182,11 @@ def timm_attn_layer(spec: str) -> type:
     argument is honoured or refused with a ValueError that names it:
 
     - ``qkv_bias``, ``qk_norm``, ``proj_bias``: set the attention's option of that name (every attention has
-      ``qkv_bias`` and ``proj_bias``; ``qk_norm`` only ``ea`` and ``ea_exact``, whose q/k RMS norm it switches:
-      timm's default ``qk_norm=False`` turns it off, so pass ``qk_norm=True`` to keep it, as the suite's ViT
-      does). A value the spec sets explicitly must agree, and ``qk_norm=True`` for an attention without a q/k
-      norm is refused. ``timm_args`` on the class holds the values the spec builds by itself.
+      ``qkv_bias`` and ``proj_bias``; ``qk_norm``: ``ea`` and ``ea_exact``, on by default, and ``softmax``,
+      ``linear``, ``based``, ``retention``, off by default: the same per-head RMSNorm with a learnable gain;
+      timm's default ``qk_norm=False`` turns it off, so the suite's ViT passes the value the spec builds). A
+      value the spec sets explicitly must agree, and ``qk_norm=True`` for an attention without a q/k norm is
+      refused. ``timm_args`` on the class holds the values the spec builds by itself.
     - ``proj_drop``: dropout on the layer's output. ``attn_drop`` > 0 and ``scale_norm=True`` are refused
       (no attention here has attention-weight dropout or a norm before its output projection).
     - ``norm_layer``: timm builds it only for qk_norm and scale_norm. With ``qk_norm=False`` it is unused, as in

@@ -40,7 +40,7 @@ class Retention(AttentionModule):
     log_decay: torch.Tensor  # buffer [H], registered in __init__
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True) -> None:
+                 chunk_size: int = 64, qkv_bias: bool = False, proj_bias: bool = True, qk_norm: bool = False) -> None:
         super().__init__(dim, num_heads, causal, backend)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -50,11 +50,13 @@ class Retention(AttentionModule):
         self.group_norm = nn.GroupNorm(num_heads, dim)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.register_buffer("log_decay", retention_log_decays(num_heads), persistent=False)
+        self.init_qk_norm(qk_norm)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [..., dim] -> q (scaled by 1/√D), k, v [..., H, D]."""
+        """x [..., dim] -> q (scaled by 1/√D), k, v [..., H, D]; with ``qk_norm``, q and k RMS-normalised per head
+        first, as EA's are."""
         q, k, v = super().project_qkv(x)
-        return q * self.head_dim ** -0.5, k, v
+        return self.q_norm(q) * self.head_dim ** -0.5, self.k_norm(k), v
 
     def _output(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """Per-head GroupNorm of o [..., H, D] (per token), swish gate from x, output projection."""

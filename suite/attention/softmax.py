@@ -75,13 +75,22 @@ def softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
 
 @register_attention("softmax", "multi-head softmax attention via F.scaled_dot_product_attention")
 class SoftmaxAttention(AttentionModule):
+    """Multi-head softmax attention. ``qk_norm=True`` RMS-normalises q and k per head with learnable gains, exactly
+    as EA does (the control that tells EA's effect from QK-norm's); off by default, as in standard softmax."""
+
     backends = ("torch", "auto-sdpa", "flash", "efficient", "cudnn", "math")
 
     def __init__(self, dim: int, num_heads: int, causal: bool = False, backend: str = "auto",
-                 qkv_bias: bool = True, proj_bias: bool = True) -> None:
+                 qkv_bias: bool = True, proj_bias: bool = True, qk_norm: bool = False) -> None:
         super().__init__(dim, num_heads, causal, backend)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.init_qk_norm(qk_norm)
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [..., dim] -> q, k, v [..., H, D]; with ``qk_norm``, q and k RMS-normalised per head as EA's are."""
+        q, k, v = super().project_qkv(x)
+        return self.q_norm(q), self.k_norm(k), v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:

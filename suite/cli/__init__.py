@@ -1,8 +1,9 @@
 """``run_suite.py`` / ``ea-suite``: argument parsing and dispatch. User errors print one line and exit 2.
 
-Subcommands: ``list``, ``run``, ``probe``, ``suite`` (``cli.run``), ``compare``, ``report`` (``cli.results``), ``bench``
-(``cli.bench``), ``data generate`` (``cli.data``), ``gpu-check`` (``cli.gpu_check``), ``hopper-profile``, ``approx``,
-``eval-checkpoint`` (``cli.tools``). Every module registers its commands the same way: ``add_parsers(sub)``.
+Subcommands: ``list``, ``run``, ``probe``, ``suite`` (``cli.run``), ``compare``, ``report``, ``regenerate``
+(``cli.results``), ``bench`` (``cli.bench``), ``data generate`` (``cli.data``), ``gpu-check`` (``cli.gpu_check``),
+``hopper-profile``, ``approx``, ``eval-checkpoint`` (``cli.tools``). Every module registers its commands the same
+way: ``add_parsers(sub)``.
 
 Exit codes: 0 every job ok; 1 some job failed (oom, diverged, timeout, error) or the run stopped because a
 record could not be written; 2 bad usage (unknown task or attention, bad option, bad task file, missing data,

@@ -112,6 +112,21 @@ class EpochLoader:
         return len(self.loader)
 
 
+#: the seed of the validation hold-out (apart from the subsets' seed 0 and every job's seed)
+HOLDOUT_SEED = 1
+
+
+def holdout(total: int, count: int) -> tuple[list[int], list[int]]:
+    """(train indices, validation indices) of a training split of ``total`` images: ``count`` of them held out by a
+    fixed seeded permutation (``HOLDOUT_SEED``, the same for every job), the rest left for training, in order."""
+    if not 0 < count < total:
+        raise ValueError(f"cannot hold out {count} of {total} training images for validation")
+    order = seeded_permutation(total, HOLDOUT_SEED)
+    held = order[:count].sort().values.tolist()
+    rest = order[count:].sort().values.tolist()
+    return rest, held
+
+
 def seeded_indices(total: int, count: int | None) -> list[int] | None:
     """A fixed seeded subset of ``count`` of ``total`` indices (None: all of them)."""
     if count is None or count >= total:

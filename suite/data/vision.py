@@ -80,6 +80,10 @@ class ImageArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, index: Any) -> ImageArrays:
+        """The images at ``index`` (int64 tensor or list), in that order."""
+        return ImageArrays(self.images[index], self.labels[index])
+
     def subset(self, count: int | None, seed: int = 0) -> ImageArrays:
         """A fixed random subset of ``count`` images (seeded; all of them when count is None or larger)."""
         if count is None or count >= len(self):

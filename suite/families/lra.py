@@ -8,8 +8,10 @@ budget: ``LRA_PROBES`` lists them per task (``suite.models.probes``).
 Task data section: ``{source: lra-<task>, task: listops|text|retrieval|image|pathfinder|pathx}``. ListOps,
 Text and Retrieval take L = the job's seq_len as their maximum length (Retrieval: per document); the pixel
 tasks have a fixed L (1024, 1024, 16384) and reject another. Evaluation: ``accuracy`` and mean cross-entropy
-``loss`` on ``eval_split``. The model's defaults are ``LRAConfig``'s (one source); ``run_suite.py list
---family lra --hparams`` lists every hyperparameter.
+``loss`` on the val split (curves, every choice) and once on the test split (``val_*``, ``test_*``), with each
+test example's outcome (and its cluster where the data has them: the KJV substitutes).
+The model's defaults are ``LRAConfig``'s (one source); ``run_suite.py list --family lra --hparams`` lists every
+hyperparameter.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from suite.data.lra import PIXEL_TASKS
 from suite.data.lra.status import lra_data_status
 from suite.families.classifier import evaluate_classifier
 from suite.models.config import LRAConfig
-from suite.run.builders import BuildContext, Workload, register_builder
+from suite.run.builders import BuildContext, Evaluation, Workload, register_builder
 from suite.run.hparams import TRAINING, HParam
 from suite.run.pool.estimates import transformer_cost
 from suite.run.records import probe_name
@@ -41,8 +43,8 @@ HPARAMS = (
            choices=("cls", "mean")),
     HParam("pos_emb", "str", _MODEL.pos_emb, "position embedding", choices=("learned", "sinusoidal")),
     HParam("num_train", "int", None, "training examples (a fixed subset; default: all)", low=1),
-    HParam("num_eval", "int", None, "evaluation examples (a fixed subset; default: all)", low=1),
-    HParam("eval_split", "str", "val", "the split evaluated", choices=("val", "test")),
+    HParam("num_val", "int", None, "validation examples (a fixed subset; default: all)", low=1),
+    HParam("num_test", "int", None, "test examples (a fixed subset; default: all)", low=1),
 )
 
 
@@ -59,9 +61,10 @@ def lra_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(*_logits_and_labels(model, batch))
 
 
-def lra_evaluate(model, batches) -> dict[str, float]:
-    """Top-1 ``accuracy`` and mean cross-entropy ``loss`` over the evaluation batches."""
-    return evaluate_classifier(model, batches, _logits_and_labels)
+def lra_evaluate(model, batches) -> Evaluation:
+    """Top-1 ``accuracy``, mean cross-entropy ``loss`` and each example's outcome (with its cluster) over the
+    batches."""
+    return evaluate_classifier(model, batches, _logits_and_labels, clusters_of=lambda batch: batch.get("clusters"))
 
 
 #: training examples of each LRA task's release (for the cost of an epoch)
@@ -75,7 +78,8 @@ def lra_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: 
     steps = hp.get("steps") or math.ceil(float(hp.get("epochs") or 1) * examples / hp["batch_size"])
     dims = dict(tokens=seq_len, dim=hp["dim"], depth=hp["depth"], mlp_hidden=hp["mlp_dim"], attention=attention)
     flops, peak = transformer_cost(examples=steps * hp["batch_size"], **dims)
-    evals, _ = transformer_cost(examples=(hp.get("num_eval") or 2000) * hp["eval_points"], train=False, **dims)
+    held_out = (hp.get("num_val") or 2000) * hp["eval_points"] + (hp.get("num_test") or 2000)
+    evals, _ = transformer_cost(examples=held_out, train=False, **dims)
     return flops + evals, peak + hp["batch_size"] * seq_len * hp["dim"] * hp["depth"] * 4 * 24
 
 
@@ -102,10 +106,10 @@ def lra_probes(data: dict[str, Any]) -> dict[str, str]:
     return dict(LRA_PROBES.get(data.get("task", ""), {}))
 
 
-def tfidf_probe(train, evald) -> dict[str, float]:
-    """Fit TF-IDF (token 1-3-grams, sublinear tf) + logistic regression on ``train`` and score ``evald``
-    (LRA data sets: tokens [N, L], mask, labels, and for two documents tokens2, mask2). Returns ``accuracy`` and
-    mean cross-entropy ``loss`` (nats), and the fit's seconds and vocabulary size."""
+def tfidf_probe(train, val, test) -> dict[str, float]:
+    """Fit TF-IDF (token 1-3-grams, sublinear tf) + logistic regression on ``train`` and score ``val`` and ``test``
+    (LRA data sets: tokens [N, L], mask, labels, and for two documents tokens2, mask2). Returns ``val_``/``test_``
+    ``accuracy`` and mean cross-entropy ``loss`` (nats), the fit's seconds and vocabulary size."""
     import time
 
     import numpy as np
@@ -133,13 +137,16 @@ def tfidf_probe(train, evald) -> dict[str, float]:
 
     model = LogisticRegression(max_iter=2000, C=4.0)
     model.fit(features(train), train.labels.numpy())
-    x_eval, y_eval = features(evald), evald.labels.numpy()
-    proba = model.predict_proba(x_eval)
-    accuracy = float((model.classes_[proba.argmax(1)] == y_eval).mean())
-    loss = float(log_loss(y_eval, proba, labels=model.classes_))
-    return {"accuracy": accuracy, "loss": loss, "fit_s": time.perf_counter() - start,
-            "vocabulary": float(len(vectorizer.vocabulary_)), "train_examples": float(len(train)),
-            "eval_examples": float(len(y_eval)), "eval_chance": float(np.bincount(y_eval).max() / len(y_eval))}
+    metrics = {"fit_s": time.perf_counter() - start, "vocabulary": float(len(vectorizer.vocabulary_)),
+               "train_examples": float(len(train))}
+    for split, held_out in (("val", val), ("test", test)):
+        x_eval, y_eval = features(held_out), held_out.labels.numpy()
+        proba = model.predict_proba(x_eval)
+        metrics[f"{split}_accuracy"] = float((model.classes_[proba.argmax(1)] == y_eval).mean())
+        metrics[f"{split}_loss"] = float(log_loss(y_eval, proba, labels=model.classes_))
+        metrics[f"{split}_examples"] = float(len(y_eval))
+        metrics[f"{split}_chance"] = float(np.bincount(y_eval).max() / len(y_eval))
+    return metrics
 
 
 def check_probe(name: str, task: str) -> None:
@@ -164,7 +171,8 @@ def build_probe(name: str, task: str, vocab_size: int, num_classes: int, dual: b
 
 
 @register_builder("lra", HPARAMS, "a Long Range Arena task with the LRA Transformer encoder (dual for Retrieval)",
-                  rehearsal={"steps": 2, "batch_size": 4, "eval_batch_size": 4, "num_train": 8, "num_eval": 8},
+                  rehearsal={"steps": 2, "batch_size": 4, "eval_batch_size": 4, "num_train": 8, "num_val": 8,
+                             "num_test": 8},
                   data_status=lambda data, root: lra_data_status(data["task"], root), cost=lra_cost,
                   probes=lra_probes)
 def build_lra_job(ctx: BuildContext) -> Workload:
@@ -180,29 +188,32 @@ def build_lra_job(ctx: BuildContext) -> Workload:
         raise ValueError(f"{ctx.task}: sequences are {PIXEL_TASKS[task] ** 2} pixels long; seq_len "
                          f"{ctx.seq_len} is not available for this task")
     train = load_lra(task, "train", num_examples=hp.get("num_train"), **common)
-    evald = load_lra(task, hp["eval_split"], num_examples=hp.get("num_eval"), **common)
+    val = load_lra(task, "val", num_examples=hp.get("num_val"), **common)
+    test = load_lra(task, "test", num_examples=hp.get("num_test"), **common)
     cfg = LRAConfig(vocab_size=train.vocab_size, num_classes=train.num_classes, max_len=train.seq_len,
                     dim=hp["dim"], depth=hp["depth"], heads=hp["heads"], mlp_dim=hp["mlp_dim"],
                     dropout=float(hp["dropout"]), pool=hp["pool"], pos_emb=hp["pos_emb"])
     info = train.describe()
-    info.update(eval_split=evald.split, eval_examples=len(evald), eval_source=evald.source)
+    info.update(val_examples=len(val), test_examples=len(test), test_source=test.source)
     probe = probe_name(ctx.attention)
     if probe == "tfidf":
         check_probe("tfidf", task)
-        return Workload(measure=lambda: tfidf_probe(train, evald), data_info=info)
+        return Workload(measure=lambda: tfidf_probe(train, val, test), data_info=info)
     if probe is not None:
         model = build_probe(probe, task, train.vocab_size, train.num_classes, train.tokens2 is not None)
     else:
         model = (LRADualClassifier if train.tokens2 is not None else LRAClassifier)(ctx.attention, cfg)
     batch_size = int(hp["batch_size"])
     train_batches = SeededBatches(train.batch, len(train), batch_size, True, ctx.seed, ctx.rank, ctx.world_size)
-    eval_batches = SeededBatches(evald.batch, len(evald), int(hp.get("eval_batch_size") or batch_size), False)
+    eval_batch_size = int(hp.get("eval_batch_size") or batch_size)
+    val_batches = SeededBatches(val.batch, len(val), eval_batch_size, False)
+    test_batches = SeededBatches(test.batch, len(test), eval_batch_size, False)
     docs = 2 if train.tokens2 is not None else 1
 
     def count_batch(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
         n = len(batch["labels"])
         return n, n * train.seq_len * docs
 
-    return Workload(model=model, train_batches=train_batches, loss_fn=lra_loss, eval_batches=eval_batches,
-               evaluate=lra_evaluate, count_batch=count_batch, steps_per_epoch=len(train_batches),
-               data_info=info)
+    return Workload(model=model, train_batches=train_batches, loss_fn=lra_loss, val_batches=val_batches,
+                    test_batches=test_batches, evaluate=lra_evaluate, count_batch=count_batch,
+                    steps_per_epoch=len(train_batches), data_info=info)

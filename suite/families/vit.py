@@ -8,10 +8,12 @@ record's ``seq_len`` is the requested L; the L that ran is ``actual_seq_len`` in
 
 Data (``suite.data.vision``, pipelines in ``suite.data.images``): ``augment: none`` resizes and normalises
 tensors in memory; ``deit`` runs timm's training transforms (RandAugment, random erasing, ...) in a
-DataLoader. Evaluation: top-1 ``accuracy`` (the main metric), ``accuracy_top5`` and mean cross-entropy
-``loss`` over the test split (ImageNet: val). A missing CIFAR is downloaded only with ``--download`` (or
-``download: true`` in the task's data section). ``run_suite.py list --family vit --hparams`` lists every
-hyperparameter below.
+DataLoader. Validation: ``num_val`` training images held out by a fixed seed (``suite.data.images.holdout``,
+the same for every job; never trained on), for the curves and every choice; test: the data set's test split
+(ImageNet: val), read once at the end. Each gives top-1 ``accuracy`` (the main metric), ``accuracy_top5``
+and mean cross-entropy ``loss`` (``val_*``, ``test_*``), the test split also each image's outcome.
+A missing CIFAR is downloaded only with ``--download`` (or ``download: true`` in the task's data section).
+``run_suite.py list --family vit --hparams`` lists every hyperparameter below.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from suite.data.vision import DEFAULT_RANDAUGMENT, ImageArrays, VisionData, load_vision, vision_data_status
 from suite.families.classifier import evaluate_classifier
 from suite.models.config import PRESETS, Geometry, nearest_geometry, valid_geometries
-from suite.run.builders import BuildContext, Workload, register_builder
+from suite.run.builders import BuildContext, Evaluation, Workload, register_builder
 from suite.run.hparams import TRAINING, HParam
 from suite.run.pool.estimates import transformer_cost
 
@@ -51,8 +53,10 @@ HPARAMS = (
            low=0),
     HParam("batch_tokens", "int", None, "instead of batch_size: tokens per batch (batch = tokens / L, even, >= 2)",
            low=1),
-    HParam("num_train", "int", None, "training images: a fixed seeded subset (default: all)", low=1),
-    HParam("num_eval", "int", None, "evaluation images: a fixed seeded subset (default: all)", low=1),
+    HParam("num_train", "int", None, "training images: a fixed seeded subset (default: all not held out)", low=1),
+    HParam("num_val", "int", None, "validation images held out of the training split (default: a tenth, at most "
+                                   "5,000)", low=1),
+    HParam("num_test", "int", None, "test images: a fixed seeded subset (default: all)", low=1),
     HParam("num_workers", "int", None, "DataLoader workers of the deit and image-file pipelines (default: "
                                        "min(8, CPUs))", low=0),
     HParam("augment", "str", "none", "none: resize and normalise; deit: DeiT's training transforms",
@@ -138,49 +142,68 @@ def make_loss_fn(hp: dict[str, Any], num_classes: int, batch_size: int):
     return lambda model, batch: F.cross_entropy(model(batch[0]), batch[1])
 
 
-def evaluate_images(model, batches) -> dict[str, float]:
-    """Top-1 ``accuracy``, ``accuracy_top5`` and mean cross-entropy ``loss`` over (images, labels) batches."""
+def evaluate_images(model, batches) -> Evaluation:
+    """Top-1 ``accuracy``, ``accuracy_top5``, mean cross-entropy ``loss`` and each image's outcome over (images,
+    labels) batches."""
     return evaluate_classifier(model, batches, lambda m, batch: (m(batch[0]), batch[1]), top5=True)
 
 
+def validation_size(train_size: int, num_val: int | None) -> int:
+    """Images held out of a training split of ``train_size`` for validation: ``num_val``, else a tenth (at most
+    5,000)."""
+    return int(num_val) if num_val is not None else max(1, min(5000, train_size // 10))
+
+
 def _pipelines(ctx: BuildContext, data: VisionData, geometry: Geometry, hp: dict[str, Any], batch_size: int):
-    """(train batches, eval batches, model input channels)."""
-    from suite.data.images import EpochLoader, PILArrays, Transformed, array_batches, seeded_indices, timm_transforms
+    """(train batches, val batches, test batches, model input channels)."""
+    from suite.data.images import (
+        EpochLoader,
+        PILArrays,
+        Transformed,
+        array_batches,
+        holdout,
+        seeded_indices,
+        timm_transforms,
+    )
 
     eval_batch_size = int(hp.get("eval_batch_size") or batch_size)
-    num_train, num_eval = hp.get("num_train"), hp.get("num_eval")
+    num_train, num_test = hp.get("num_train"), hp.get("num_test")
+    train_idx, val_idx = holdout(len(data.train), validation_size(len(data.train), hp.get("num_val")))
+    chosen = seeded_indices(len(train_idx), num_train)
+    if chosen is not None:
+        train_idx = sorted(train_idx[i] for i in chosen)
     augment = hp.get("augment", "none")
-    train_batches: SeededBatches | EpochLoader
-    eval_batches: SeededBatches | EpochLoader
+    batches: list[SeededBatches | EpochLoader]
     if isinstance(data.train, ImageArrays) and augment == "none":
         channels = data.in_chans
-        train_batches = array_batches(data.train.subset(num_train), batch_size, geometry.image_size, data.mean,
-                                      data.std, channels, True, ctx.seed, ctx.rank, ctx.world_size)
-        eval_batches = array_batches(data.test.subset(num_eval), eval_batch_size, geometry.image_size, data.mean,
-                                     data.std, channels, False)
-        return train_batches, eval_batches, channels
+        common: dict[str, Any] = dict(size=geometry.image_size, mean=data.mean, std=data.std, channels=channels)
+        batches = [array_batches(data.train.take(train_idx), batch_size, shuffle=True, seed=ctx.seed,
+                                 rank=ctx.rank, world_size=ctx.world_size, **common),
+                   array_batches(data.train.take(val_idx), eval_batch_size, shuffle=False, **common),
+                   array_batches(data.test.subset(num_test), eval_batch_size, shuffle=False, **common)]
+        return (*batches, channels)
     crop_pct = hp.get("crop_pct") or (1.0 if data.native_size is not None else 0.875)
     train_tf, eval_tf = timm_transforms(
         geometry.image_size, data.mean, data.std, augment=augment == "deit", interpolation=hp["interpolation"],
         crop_pct=crop_pct, crop_scale=tuple(hp["crop_scale"]), hflip=hp["hflip"], color_jitter=hp["color_jitter"],
         randaugment=hp["randaugment"], reprob=hp["reprob"])
+    sets: list[PILArrays | Transformed]
     if isinstance(data.train, ImageArrays):
-        train_set: PILArrays | Transformed = PILArrays(data.train.subset(num_train), train_tf)
-        eval_set: PILArrays | Transformed = PILArrays(data.test.subset(num_eval), eval_tf)
+        sets = [PILArrays(data.train.take(train_idx), train_tf), PILArrays(data.train.take(val_idx), eval_tf),
+                PILArrays(data.test.subset(num_test), eval_tf)]
     else:
-        train_set = Transformed(data.train, train_tf, seeded_indices(len(data.train), num_train))
-        eval_set = Transformed(data.test, eval_tf, seeded_indices(len(data.test), num_eval))
+        sets = [Transformed(data.train, train_tf, train_idx), Transformed(data.train, eval_tf, val_idx),
+                Transformed(data.test, eval_tf, seeded_indices(len(data.test), num_test))]
     workers = hp.get("num_workers")
     workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
     pin = ctx.device.startswith("cuda")
-    train_batches = EpochLoader(train_set, batch_size, True, ctx.seed, workers, pin, ctx.rank, ctx.world_size)
-    eval_batches = EpochLoader(eval_set, eval_batch_size, False, 0, workers, pin)
-    return train_batches, eval_batches, 3
+    train_batches = EpochLoader(sets[0], batch_size, True, ctx.seed, workers, pin, ctx.rank, ctx.world_size)
+    return (train_batches, *(EpochLoader(held, eval_batch_size, False, 0, workers, pin) for held in sets[1:]), 3)
 
 
 #: a couple of steps on a few images, through the profile's own model, pipeline (workers too) and recipe
-REHEARSAL = {"steps": 2, "batch_size": 8, "batch_tokens": None, "eval_batch_size": 8, "num_train": 32, "num_eval": 16,
-             "num_workers": 2}
+REHEARSAL = {"steps": 2, "batch_size": 8, "batch_tokens": None, "eval_batch_size": 8, "num_train": 32, "num_val": 8,
+             "num_test": 16, "num_workers": 2}
 
 
 #: training images of each source (for the cost of an epoch)
@@ -196,20 +219,22 @@ def vit_cost(hp: dict[str, Any], data: dict[str, Any], seq_len: int, attention: 
     dims: dict[str, Any] = dict(tokens=seq_len, dim=int(shape["embed_dim"]), depth=int(shape["depth"]),
                                 mlp_hidden=int(shape["mlp_ratio"] * shape["embed_dim"]), attention=attention)
     flops, peak = transformer_cost(examples=steps * batch, **dims)
-    evals, _ = transformer_cost(examples=(hp.get("num_eval") or 10000) * hp["eval_points"], train=False, **dims)
+    held_out = (hp.get("num_val") or 5000) * hp["eval_points"] + (hp.get("num_test") or 10000)
+    evals, _ = transformer_cost(examples=held_out, train=False, **dims)
     return flops + evals, peak + batch * seq_len * dims["dim"] * dims["depth"] * 4 * 24
 
 
 @register_builder("vit", HPARAMS, "timm ViT image classification with the job's attention in every block",
                   rehearsal=REHEARSAL, data_status=lambda data, root: vision_data_status(data, root), cost=vit_cost)
 def build_vit_job(ctx: BuildContext) -> Workload:
+    from suite.data.images import HOLDOUT_SEED
     from suite.models.vit import create_vit
 
     hp: dict[str, Any] = ctx.hparams
     data = load_vision(ctx.data, ctx.data_root, download=ctx.download or bool(ctx.data.get("download")))
     geometry = job_geometry(ctx.seq_len, hp, data.native_size)
     batch_size = train_batch_size(hp, geometry.seq_len)
-    train_batches, eval_batches, channels = _pipelines(ctx, data, geometry, hp, batch_size)
+    train_batches, val_batches, test_batches, channels = _pipelines(ctx, data, geometry, hp, batch_size)
     if len(train_batches) == 0:
         raise ValueError(f"batch_size {batch_size} is larger than the training split "
                          f"({len(data.train)} images, {ctx.world_size} rank(s))")
@@ -227,7 +252,9 @@ def build_vit_job(ctx: BuildContext) -> Workload:
                   "batch_size": batch_size}
     info = dict(data.info)
     info.update(shape_info, requested_seq_len=ctx.seq_len, in_chans=channels, augment=hp.get("augment", "none"),
-                train_examples=train_batches.num_examples, eval_examples=eval_batches.num_examples)
+                train_examples=train_batches.num_examples, val_examples=val_batches.num_examples,
+                test_examples=test_batches.num_examples, val_rule=f"held out of train (seed {HOLDOUT_SEED})")
     return Workload(model=model, train_batches=train_batches, loss_fn=make_loss_fn(hp, data.num_classes, batch_size),
-               eval_batches=eval_batches, evaluate=evaluate_images, count_batch=count_batch,
-               extra_eval=lambda _model: dict(shape_info), steps_per_epoch=len(train_batches), data_info=info)
+                    val_batches=val_batches, test_batches=test_batches, evaluate=evaluate_images,
+                    count_batch=count_batch, extra_eval=lambda _model: dict(shape_info),
+                    steps_per_epoch=len(train_batches), data_info=info)

@@ -9,9 +9,9 @@ the hyperparameters it reads (``suite.run.hparams``)::
     @register_builder("vit", hparams=[*TRAINING, HParam("depth", "int", 4, "transformer blocks", low=1)])
     def build_vit_job(ctx: BuildContext) -> Workload:
         model = ...                                  # nn.Module using build_attention(ctx.attention, ...)
-        return Workload(model=model, train_batches=loader, eval_batches=val_loader,
+        return Workload(model=model, train_batches=loader, val_batches=val_loader, test_batches=test_loader,
                         loss_fn=lambda model, batch: F.cross_entropy(model(batch[0]), batch[1]),
-                        evaluate=evaluate_accuracy,      # (model, batches) -> {"accuracy": ..., "loss": ...}
+                        evaluate=evaluate_accuracy,      # (model, batches) -> Evaluation or {"accuracy": ...}
                         data_info={"source": "cifar10", "substitute": False})
 
 The suite's own builders live in ``suite.families`` (importing it registers them all); others register from
@@ -26,11 +26,14 @@ must say which data actually ran: ``{"source": name, "substitute": bool, ...}``.
 
 Two kinds of job:
 
-- training jobs: ``model``, ``train_batches``, ``loss_fn``, ``eval_batches``, ``evaluate``. The one loop in
-  ``suite.run.train`` trains with AdamW for ``hparams["steps"]`` steps (or ``epochs`` x
-  ``steps_per_epoch``), then calls ``evaluate(model, batches)`` on the eval batches (already on the device)
-  under ``torch.no_grad()`` and times it for inference throughput. ``extra_eval(model)`` may add untimed
-  metrics afterwards (decoding speed, lm-eval scores).
+- training jobs: ``model``, ``train_batches``, ``loss_fn``, ``val_batches``, ``test_batches``, ``evaluate``. The
+  one loop in ``suite.run.train`` trains with AdamW for ``hparams["steps"]`` steps (or ``epochs`` x
+  ``steps_per_epoch``), calling ``evaluate(model, batches)`` (batches already on the device, under
+  ``torch.no_grad()``) on the validation batches for the learning curve, and at the end once on the validation
+  and once on the test batches (the latter timed for inference throughput). ``evaluate`` returns an
+  ``Evaluation`` (metrics and per-example outcomes) or a plain metrics dict. The validation split serves every
+  choice; the test split must be disjoint from the training and validation data. ``extra_eval(model)`` may add
+  untimed metrics afterwards (decoding speed, lm-eval scores).
 - measurement jobs (kernels, decoding): only ``measure()``, returning the metrics dict.
 
 Batches are whatever the builder yields (tensors, tuples, dicts); the harness moves every tensor in them to
@@ -70,6 +73,27 @@ class BuildContext:
 
 
 @dataclass
+class Evaluation:
+    """What a training job's ``evaluate`` returns: ``metrics`` (the task's, unprefixed: accuracy, loss, bpb) and,
+    where the task can give them, per-example outcomes in the evaluation's order: ``outcomes`` [N] (bool
+    ``correct`` or float ``loss``, as ``kind`` says), ``clusters`` [N] (ints; examples sharing a source) and
+    ``fingerprint`` (``suite.run.records.fingerprint`` of the examples' labels or targets)."""
+
+    metrics: dict[str, float]
+    outcomes: Any = None  # numpy array [N] or None
+    kind: str = "correct"  # correct | loss
+    clusters: Any = None  # numpy int array [N] or None
+    fingerprint: str | None = None
+
+
+def as_evaluation(result: Evaluation | dict[str, Any]) -> Evaluation:
+    """An ``evaluate`` result as an ``Evaluation`` (a plain metrics dict has no per-example outcomes)."""
+    if isinstance(result, Evaluation):
+        return result
+    return Evaluation({k: float(v) for k, v in result.items()})
+
+
+@dataclass
 class Workload:
     """What a builder returns: a training job (model ... evaluate) or a measurement job (measure)."""
 
@@ -77,8 +101,9 @@ class Workload:
     model: Any = None  # torch.nn.Module
     train_batches: Iterable | None = None  # re-iterable; the loop starts it again when it runs out
     loss_fn: Callable[[Any, Any], Any] | None = None  # (model, batch) -> scalar loss tensor
-    eval_batches: Iterable | None = None  # re-iterable
-    evaluate: Callable[[Any, Iterable], dict[str, float]] | None = None  # (model, batches) -> task metrics
+    val_batches: Iterable | None = None  # re-iterable: the validation split (curves, every choice)
+    test_batches: Iterable | None = None  # re-iterable: the test split, evaluated once at the end
+    evaluate: Callable[[Any, Iterable], Evaluation | dict[str, float]] | None = None  # (model, batches) -> metrics
     count_batch: Callable[[Any], tuple[int, int]] | None = None  # batch -> (samples, tokens)
     extra_eval: Callable[[Any], dict[str, float]] | None = None  # untimed extra metrics
     steps_per_epoch: int | None = None  # needed when the profile gives epochs
@@ -86,6 +111,7 @@ class Workload:
     backends: dict[str, str] = field(default_factory=dict)  # attention -> backend used (measurement jobs)
     warnings: list[str] = field(default_factory=list)  # what went wrong without spoiling the result (record env)
     curve: dict[str, Any] | None = None  # the learning curve the training loop leaves (suite.run.train)
+    examples: dict[str, Any] | None = None  # per-example test outcomes the loop leaves (records.Examples)
 
     def save_artifact(self, what: str, save: Callable[[], Any]) -> None:
         """Run ``save()`` (a write to the job's artifacts folder); an OSError (full or read-only disk) becomes a
@@ -102,8 +128,8 @@ class Workload:
                              f" got {self.data_info!r}")
         if self.measure is not None:
             return
-        missing = [n for n in ("model", "train_batches", "loss_fn", "eval_batches", "evaluate") if getattr(self,
-                                                                                                           n) is None]
+        needed = ("model", "train_batches", "loss_fn", "val_batches", "test_batches", "evaluate")
+        missing = [n for n in needed if getattr(self, n) is None]
         if missing:
             raise ValueError(f"builder {builder!r} returned a job without {', '.join(missing)} "
                              "(a training job needs them all; a measurement job needs measure)")

@@ -12,7 +12,8 @@
   ... DefaultCPUAllocator: can't allocate memory``); a job process the kernel's OOM killer ends is ``oom`` too
   (the runner sees it);
 - ``diverged``: NaN or infinite training loss;
-- ``error``: any other exception, or an ``ok`` job whose metrics lack the task's main metric.
+- ``error``: any other exception, or an ``ok`` job whose metrics lack the task's main metric (``test_<metric>``
+  for a training job, ``<metric>`` for a measurement job).
 
 The error is one line: the root exception (for an exception re-raised from a DataLoader worker, the
 worker's own last line); the whole traceback goes to the job's log.
@@ -160,6 +161,7 @@ class Outcome:
     data: dict[str, Any] | None = None  # the workload's data_info; None: the task's data source, unverified
     env: dict[str, Any] = field(default_factory=dict)  # device, backends, load, warnings
     curve: dict[str, Any] | None = None  # the learning curve the training loop left
+    examples: dict[str, Any] | None = None  # per-example test outcomes (records.Examples) the loop left
     started_at: str | None = None  # set where the job times itself (a Slurm array task)
     wall_s: float | None = None
 
@@ -213,7 +215,8 @@ def run_job(request: JobRequest) -> Outcome:
         outcome.data = dict(work.data_info)
         metrics = work.measure() if work.measure is not None else train_and_evaluate(work, ctx, request.tensorboard)
         outcome.metrics = metrics
-        if request.rank == 0 and spec.config["metric"] not in metrics:
+        main = spec.config["metric"]
+        if request.rank == 0 and main not in metrics and f"test_{main}" not in metrics:
             outcome.error = (f"the job finished but its metrics lack the task's main metric "
                              f"{spec.config['metric']!r} (got {', '.join(sorted(metrics))})")
         else:
@@ -228,7 +231,7 @@ def run_job(request: JobRequest) -> Outcome:
     # beside its timings, how busy the machine was (the 1-minute load average as the job began and ended)
     outcome.env.update(load_before=load_before, load_after=machine_load())
     if work is not None:
-        outcome.curve = work.curve
+        outcome.curve, outcome.examples = work.curve, work.examples
         if work.warnings:
             outcome.env["warnings"] = list(work.warnings)
         backends = dict(work.backends)
@@ -245,4 +248,5 @@ def record_from(spec: JobSpec, outcome: Outcome, env: dict[str, Any], started_at
     return make_record(key=spec.key, task=spec.task, family=spec.family, attention=spec.attention,
                        profile=spec.profile, seed=spec.seed, seq_len=spec.seq_len, status=outcome.status,
                        error=outcome.error, metrics=outcome.metrics or {}, config=spec.config, data=data,
-                       env={**env, **(outcome.env or {})}, started_at=started_at, wall_s=round(wall_s, 3))
+                       env={**env, **(outcome.env or {})}, started_at=started_at, wall_s=round(wall_s, 3),
+                       examples=outcome.examples)

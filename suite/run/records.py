@@ -13,6 +13,13 @@ Every record has exactly these fields (DESIGN.md §4):
   average as the job began and ended: ``load_before``, ``load_after``), ``started_at``
   (ISO 8601, UTC) and ``wall_s``.
 
+A training job's metrics hold its final evaluation on both held-out splits, ``val_<name>`` and ``test_<name>``
+(``val_accuracy``, ``test_accuracy``, ``test_bpb``, ...): the validation split serves every choice (curves, budgets),
+the test split is read once, at the end. Records written before the split was explicit hold the unprefixed
+name (``legacy_split`` says which split it was). A training job's record also has the optional field
+``examples`` (``Examples``): its per-example test outcomes, so that two attentions can be compared on the same
+examples (``suite.analysis.paired``).
+
 A run directory holds ``records.jsonl``. The file is an append-only log: a job re-run after a failure (on
 ``--resume``) appends a new record with the same key, and readers take the latest record per key
 (``latest_by_key``). A torn last line (a write cut short by a crash) is skipped on read and cut off before the
@@ -61,10 +68,91 @@ def probe_name(attention: str) -> str | None:
 STATUSES = ("ok", "oom", "diverged", "timeout", "error", "skipped")
 RECORD_FIELDS = ("key", "task", "family", "attention", "profile", "seed", "seq_len", "status", "error",
                  "metrics", "config", "data", "env", "started_at", "wall_s")
+#: fields a record may hold besides RECORD_FIELDS (absent when the job has none)
+OPTIONAL_FIELDS = ("examples",)
+#: the held-out splits a training job reports (metric ``<split>_<name>``)
+SPLITS = ("val", "test")
 
 
-class Record(TypedDict):
-    """One line of ``records.jsonl``: exactly ``RECORD_FIELDS`` (the module docstring says what each holds)."""
+class Examples(TypedDict):
+    """Per-example outcomes of one evaluation, in the evaluation's order (``encode_examples``).
+
+    ``kind``: ``correct`` (one bit per example: the top-1 prediction was right) or ``loss`` (one float32 per
+    example, lower is better: an LM window's bits per byte). ``values``: base64 of the packed bits (numpy
+    ``packbits``, big bit order) or of the little-endian float32s. ``clusters``: base64 of little-endian int32
+    cluster ids, one per example, where examples share a source (segments of one chapter, pairs of one block of
+    books) and are not independent; None when every example is its own. ``fingerprint``: 16 hex digits of the
+    SHA-256 of the examples' labels (or targets) in order, so that outcomes are paired only on the same examples.
+    """
+
+    split: str
+    kind: str
+    n: int
+    values: str
+    clusters: str | None
+    fingerprint: str
+
+
+def fingerprint(*arrays: Any) -> str:
+    """16 hex digits of the SHA-256 of the arrays' bytes, in order (labels or targets of evaluated examples)."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(np.asarray(array)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encode_examples(split: str, kind: str, values: Any, fingerprint: str, clusters: Any = None) -> Examples:
+    """``Examples`` of ``values`` [N] (bool for ``correct``, float for ``loss``) and optional int ``clusters`` [N]."""
+    import base64
+
+    import numpy as np
+
+    array = np.asarray(values)
+    if kind == "correct":
+        packed = np.packbits(array.astype(bool)).tobytes()
+    elif kind == "loss":
+        packed = array.astype("<f4").tobytes()
+    else:
+        raise ValueError(f"examples kind must be 'correct' or 'loss', got {kind!r}")
+    groups = None
+    if clusters is not None:
+        cluster_array = np.asarray(clusters)
+        if cluster_array.shape != array.shape:
+            raise ValueError(f"clusters {cluster_array.shape} do not match the outcomes {array.shape}")
+        groups = base64.b64encode(cluster_array.astype("<i4").tobytes()).decode("ascii")
+    return Examples(split=split, kind=kind, n=int(array.size), values=base64.b64encode(packed).decode("ascii"),
+                    clusters=groups, fingerprint=fingerprint)
+
+
+def decode_examples(examples: Examples) -> tuple[Any, Any]:
+    """(values [N] bool or float64, clusters [N] int64 or None) of ``examples``; ValueError when malformed."""
+    import base64
+    import binascii
+
+    import numpy as np
+
+    try:
+        n, raw = int(examples["n"]), base64.b64decode(examples["values"], validate=True)
+        if examples["kind"] == "correct":
+            values = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool)
+        elif examples["kind"] == "loss":
+            values = np.frombuffer(raw, "<f4").astype(np.float64)
+        else:
+            raise ValueError(f"unknown kind {examples['kind']!r}")
+        clusters = None
+        if examples.get("clusters"):
+            clusters = np.frombuffer(base64.b64decode(str(examples["clusters"]), validate=True), "<i4").astype(np.int64)
+    except (KeyError, TypeError, binascii.Error) as err:
+        raise ValueError(f"malformed per-example outcomes ({type(err).__name__}: {err})") from None
+    if len(values) != n or (clusters is not None and len(clusters) != n):
+        raise ValueError(f"malformed per-example outcomes (n={n}, got {len(values)} values)")
+    return values, clusters
+
+
+class _RecordFields(TypedDict):
+    """The fields every record has (``RECORD_FIELDS``)."""
 
     key: str
     task: str
@@ -81,6 +169,13 @@ class Record(TypedDict):
     env: dict[str, Any]
     started_at: str
     wall_s: float | None
+
+
+class Record(_RecordFields, total=False):
+    """One line of ``records.jsonl``: exactly ``RECORD_FIELDS``, and those ``OPTIONAL_FIELDS`` the job has (the
+    module docstring says what each holds)."""
+
+    examples: Examples
 
 
 def _canonical_json(value: Any) -> str:
@@ -116,14 +211,16 @@ def _clean(value: Any) -> Any:
 
 
 def make_record(**fields: Any) -> Record:
-    """A record with exactly RECORD_FIELDS; ValueError on a missing or unknown field or a bad status."""
+    """A record with exactly RECORD_FIELDS and those OPTIONAL_FIELDS given (not None); ValueError on a missing or
+    unknown field or a bad status."""
     missing = [f for f in RECORD_FIELDS if f not in fields]
-    unknown = sorted(set(fields) - set(RECORD_FIELDS))
+    unknown = sorted(set(fields) - set(RECORD_FIELDS) - set(OPTIONAL_FIELDS))
     if missing or unknown:
         raise ValueError(f"record fields: missing {missing}, unknown {unknown}")
     if fields["status"] not in STATUSES:
         raise ValueError(f"record status must be one of {', '.join(STATUSES)}, got {fields['status']!r}")
-    return cast(Record, _clean({f: fields[f] for f in RECORD_FIELDS}))
+    chosen = [*RECORD_FIELDS, *(f for f in OPTIONAL_FIELDS if fields.get(f) is not None)]
+    return cast(Record, _clean({f: fields[f] for f in chosen}))
 
 
 def now_iso() -> str:
@@ -304,3 +401,45 @@ def base_env() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": _version("torch"), "triton": _version("triton"), "timm": _version("timm"),
             "git_sha": sha, "git_dirty": dirty}
+
+
+#: the split an old record (before ``val_``/``test_`` metrics) evaluated its unprefixed metrics on, by family
+_LEGACY_SPLITS = {"vit": "test", "lm": "val"}
+
+
+def legacy_split(record: Record) -> str | None:
+    """The split of an old training record's unprefixed metrics (ViT: test; LM: val, with ``test_bpb`` beside
+    it; LRA: its ``eval_split``), None for a record with split metrics or a measurement job."""
+    metrics = record["metrics"]
+    if any(name.startswith(("val_", "test_")) for name in metrics) and record["family"] != "lm":
+        return None
+    if record["family"] == "lra":
+        return str(record["config"].get("hparams", {}).get("eval_split", "val"))
+    if record["family"] == "lm" and "val_bpb" in metrics:
+        return None
+    return _LEGACY_SPLITS.get(record["family"])
+
+
+#: the names an old training record's evaluation wrote unprefixed (its other metrics have no split)
+LEGACY_EVAL_METRICS = frozenset({"accuracy", "accuracy_top5", "loss", "bpb", "ppl", "eval_tokens"})
+
+
+def held_out_value(metrics: Mapping[str, Any], name: str, split: str, legacy: str | None) -> tuple[Any, str | None]:
+    """(value, split it was measured on) of metric ``name`` on ``split`` in a record's ``metrics`` whose old
+    unprefixed evaluation metrics were measured on ``legacy`` (``legacy_split``): ``<split>_<name>``; else an old
+    record's unprefixed evaluation metric when it was measured on ``split``; else a metric without split
+    (throughput, memory, a measurement job's metrics), split None. (None, split) when there is none."""
+    if f"{split}_{name}" in metrics:
+        return metrics[f"{split}_{name}"], split
+    if name not in metrics:
+        return None, split
+    if legacy is not None and name in LEGACY_EVAL_METRICS:
+        return (metrics[name], split) if legacy == split else (None, split)
+    if f"val_{name}" in metrics or f"test_{name}" in metrics:
+        return None, split
+    return metrics[name], None
+
+
+def split_metric(record: Record, name: str, split: str = "test") -> tuple[Any, str | None]:
+    """``held_out_value`` of one record (its metrics and ``legacy_split``)."""
+    return held_out_value(record["metrics"], name, split, legacy_split(record))

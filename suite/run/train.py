@@ -3,24 +3,28 @@
 ``train_and_evaluate(work, ctx)`` trains ``work.model`` with AdamW for ``steps`` optimizer steps (or ``epochs``
 x ``work.steps_per_epoch``), with linear warm-up then the task's schedule (cosine by default), gradient
 clipping, and bf16 autocast on CUDA (``amp: none`` turns it off; the CPU always runs fp32). NaN or infinite
-training loss raises ``DivergedError``. Then it evaluates once and returns the metrics:
+training loss raises ``DivergedError``. Then it evaluates once on the validation split and once on the test
+split and returns the metrics:
 
-- the task's own metrics from ``work.evaluate`` (accuracy, loss, bpb, ...) and ``work.extra_eval``;
+- the task's own metrics from ``work.evaluate`` (accuracy, loss, bpb, ...) on each split, as ``val_<name>`` and
+  ``test_<name>``, and those of ``work.extra_eval``;
 - ``train_loss``: mean training loss over the last 10% of steps (at least one);
 - ``train_samples_per_s``, ``train_tokens_per_s``: over every step but the first (which pays for allocation
   and compilation), summed over ranks under DDP; ``train_s``: wall seconds of all steps;
-- ``infer_samples_per_s``, ``infer_tokens_per_s``, ``eval_s``: the evaluation pass under ``torch.no_grad()``;
+- ``infer_samples_per_s``, ``infer_tokens_per_s``, ``eval_s``: the test pass under ``torch.no_grad()``;
 - ``peak_mem_bytes``: peak memory of training plus evaluation (see ``suite.run.measure``);
 - ``params``: trainable and frozen parameters of the model; ``train_steps``; ``world_size`` under DDP, with
   ``ddp_param_max_diff`` (largest difference between ranks of per-tensor parameter checksums, 0 when the
   replicas agree).
 
-It also leaves the job's learning curve in ``work.curve`` (at a bounded number of points, whatever the number
-of steps): ``{"train": [{"step", "tokens", "loss"}, ...], "eval": [{"step", "tokens", <task metrics>}, ...]}``
-with the training loss averaged over windows of ``ceil(steps / 100)`` steps, and the task's evaluation at
-``eval_points`` evenly spaced steps, the last one being the final evaluation (intermediate evaluations are
-not counted in the training time or throughput). With ``tensorboard`` (a folder) the same points go to a
-TensorBoard event file there as they happen, to watch a night live.
+It also leaves the test split's per-example outcomes in ``work.examples`` (``suite.run.records.Examples``, when
+``evaluate`` gives them) and the job's learning curve in ``work.curve`` (at a bounded number of points, whatever
+the number of steps): ``{"split": "val", "train": [{"step", "tokens", "loss"}, ...], "eval": [{"step",
+"tokens", <task metrics>}, ...]}`` with the training loss averaged over windows of ``ceil(steps / 100)`` steps,
+and the task's evaluation on the validation split at ``eval_points`` evenly spaced steps, the last one being
+the final validation (intermediate evaluations are not counted in the training time or throughput).
+With ``tensorboard`` (a folder) the same points go to a TensorBoard event file there as they happen, to watch
+a night live.
 
 Under ``torchrun`` (``ctx.world_size > 1``, process group already initialised) the model is wrapped in
 ``DistributedDataParallel``; the builder shards the training data by rank; rank 0 evaluates.
@@ -40,9 +44,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.run.builders import BuildContext, Workload
+from suite.run.builders import BuildContext, Evaluation, Workload, as_evaluation
 from suite.run.hparams import TRAINING, by_name, resolve
 from suite.run.measure import Stopwatch, peak_memory_bytes, reset_peak_memory, synchronize
+from suite.run.records import encode_examples
 
 _DIVERGENCE_CHECK_EVERY = 25
 
@@ -141,11 +146,17 @@ def _autocast(device: str, hparams: dict[str, Any]):
 
 
 class _CountingBatches:
-    """Yields the eval batches on the device and counts samples and tokens."""
+    """Yields the eval batches on the device and counts samples and tokens; other attributes are the batches'
+    own (an evaluation may read what its batches carry)."""
 
     def __init__(self, batches: Iterable, device: str, count) -> None:
         self.batches, self.device, self.count = batches, device, count
         self.samples = self.tokens = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "batches":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.batches, name)
 
     def __iter__(self) -> Iterator:
         for batch in self.batches:
@@ -195,16 +206,18 @@ class _Curve:
     def close(self) -> dict[str, Any]:
         if self.writer is not None:
             self.writer.close()
-        return {"train": self.train, "eval": self.eval}
+        return {"split": "val", "train": self.train, "eval": self.eval}
 
 
-def _evaluate(work: Workload, model: nn.Module, device: str, hp: dict[str, Any], count) -> tuple[dict[str, float], Any]:
-    """The task's metrics on the eval batches (no grad), and the counting wrapper (samples, tokens)."""
-    assert work.eval_batches is not None and work.evaluate is not None  # Workload.validate checked a training job
-    counting = _CountingBatches(work.eval_batches, device, count)
+def _evaluate(work: Workload, model: nn.Module, batches: Iterable | None, device: str, hp: dict[str, Any],
+              count) -> tuple[Evaluation, _CountingBatches]:
+    """The task's evaluation of ``batches`` (no grad), and the counting wrapper (samples, tokens)."""
+    assert batches is not None and work.evaluate is not None  # Workload.validate checked a training job
+    counting = _CountingBatches(batches, device, count)
     with torch.no_grad(), _autocast(device, hp):
-        task_metrics = work.evaluate(model, counting)
-    return {k: float(v) for k, v in task_metrics.items()}, counting
+        result = as_evaluation(work.evaluate(model, counting))
+    result.metrics = {k: float(v) for k, v in result.metrics.items()}
+    return result, counting
 
 
 def train_and_evaluate(work: Workload, ctx: BuildContext, tensorboard: Path | None = None) -> dict[str, float]:
@@ -273,7 +286,8 @@ def train_and_evaluate(work: Workload, ctx: BuildContext, tensorboard: Path | No
             with Stopwatch(device) as paused:
                 if ctx.rank == 0:
                     core.eval()
-                    curve.eval_point(done, tokens_seen, _evaluate(work, core, device, hp, count)[0])
+                    curve.eval_point(done, tokens_seen,
+                                     _evaluate(work, core, work.val_batches, device, hp, count)[0].metrics)
                     core.train()
                 if distributed:
                     import torch.distributed as dist
@@ -306,10 +320,15 @@ def train_and_evaluate(work: Workload, ctx: BuildContext, tensorboard: Path | No
 
     if ctx.rank == 0:
         core.eval()
+        val = _evaluate(work, core, work.val_batches, device, hp, count)[0]
+        curve.eval_point(total_steps, tokens_seen, val.metrics)
         with Stopwatch(device) as eval_time:
-            task_metrics, counting = _evaluate(work, core, device, hp, count)
-        metrics.update(task_metrics)
-        curve.eval_point(total_steps, tokens_seen, task_metrics)
+            test, counting = _evaluate(work, core, work.test_batches, device, hp, count)
+        metrics.update({f"val_{k}": v for k, v in val.metrics.items()})
+        metrics.update({f"test_{k}": v for k, v in test.metrics.items()})
+        if test.outcomes is not None:
+            work.examples = dict(encode_examples("test", test.kind, test.outcomes, test.fingerprint or "",
+                                                 test.clusters))
         metrics["eval_s"] = eval_time.seconds
         metrics["infer_samples_per_s"] = counting.samples / eval_time.seconds
         metrics["infer_tokens_per_s"] = counting.tokens / eval_time.seconds

@@ -33,8 +33,7 @@ class EAAttention(AttentionModule):
         self.order = order
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
-        self.q_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.init_qk_norm(qk_norm)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, L, dim] -> q, k, v [B, L, H, D] (q and k RMS-normalised per head, with learned gains)."""

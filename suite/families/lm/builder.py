@@ -1,9 +1,10 @@
 """The LM family's builders: ``lm`` (train, evaluate, lm-eval) and ``lm-decode`` (decoding against L).
 
 ``lm`` trains a DecoderLM on a corpus (``data: {source, tokenizer: byte|bpe, vocab_size}``, see
-``suite.data.text``) with random windows of ``seq_len`` tokens, and evaluates it on the validation split in
-non-overlapping windows (``eval_tokens`` caps the tokens scored): ``loss`` (nats/token), ``bpb``, ``ppl``.
-Afterwards, untimed: ``test_bpb`` / ``test_loss`` on the test split, lm-eval's metrics for ``lm_eval_tasks``
+``suite.data.text``) with random windows of ``seq_len`` tokens, and evaluates it on the validation split (curves,
+every choice) and once on the test split, each in non-overlapping windows (``eval_tokens`` caps the tokens
+scored): ``val_``/``test_`` ``loss`` (nats/token), ``bpb``, ``ppl``, with each test window's bits per byte.
+Afterwards, untimed: lm-eval's metrics for ``lm_eval_tasks``
 (``lm_eval.<task>.<metric>``; local held-out tasks, or standard ones from the Hugging Face cache, fetched only
 with ``--download``), the decode benchmark at ``decode_lengths`` (``decode_ms_per_token_L<n>``,
 ``prefill_ms_L<n>``, ``state_bytes_L<n>``), and the trained model saved to ``ARTIFACTS/checkpoint/`` (the job's
@@ -100,7 +101,7 @@ def _lm_data_status(data: dict[str, Any], root: Any) -> tuple[str, str]:
 def build_lm_job(ctx: BuildContext) -> Workload:
     from suite.data.text import RandomWindowBatches, encode_splits, load_text, sequential_windows
     from suite.data.tokenizer import build_tokenizer
-    from suite.families.lm.evaluate import evaluate_batches, heldout_metrics
+    from suite.families.lm.evaluate import Windows, evaluate_batches
     from suite.models.lm import DecoderLM, next_token_loss
 
     hp, data = ctx.hparams, ctx.data
@@ -117,15 +118,11 @@ def build_lm_job(ctx: BuildContext) -> Workload:
     model = DecoderLM(model_config(hp, ctx.attention, tokenizer.vocab_size, ctx.seq_len))
     eval_bs = int(hp.get("eval_batch_size") or hp["batch_size"])
     max_eval = hp.get("eval_tokens")
-    val_batches = list(sequential_windows(tokens["val"], ctx.seq_len, eval_bs, max_eval))
-    bytes_per_token = {s: len(corpus.splits[s]) / max(1, tokens[s].numel()) for s in ("val", "test")}
-
-    def evaluate(net: Any, batches: Any) -> dict[str, float]:
-        return evaluate_batches(net, batches, bytes_per_token["val"])
+    held_out = {split: Windows(sequential_windows(tokens[split], ctx.seq_len, eval_bs, max_eval),
+                               len(corpus.splits[split]) / max(1, tokens[split].numel())) for split in ("val", "test")}
 
     def extra_eval(net: Any) -> dict[str, float]:
-        test = heldout_metrics(net, tokens["test"], len(corpus.splits["test"]), ctx.seq_len, eval_bs, max_eval)
-        metrics = {"test_loss": test["loss"], "test_bpb": test["bpb"]}
+        metrics: dict[str, float] = {}
         if hp.get("lm_eval_tasks"):
             from suite.families.lm.lm_eval_run import flatten_metrics, run_lm_eval
 
@@ -153,7 +150,8 @@ def build_lm_job(ctx: BuildContext) -> Workload:
             "train_tokens": int(tokens["train"].numel())}
     train_batches = RandomWindowBatches(train, ctx.seq_len, int(hp["batch_size"]), 1000 + ctx.seed + ctx.rank)
     job = Workload(data_info=info, model=model, train_batches=train_batches, loss_fn=next_token_loss,
-              eval_batches=val_batches, evaluate=evaluate, extra_eval=extra_eval)
+                   val_batches=held_out["val"], test_batches=held_out["test"], evaluate=evaluate_batches,
+                   extra_eval=extra_eval)
     return job
 
 
