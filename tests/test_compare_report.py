@@ -116,11 +116,11 @@ def test_the_baseline_difference_is_paired_by_seed_over_the_seeds_both_finished(
     assert diff == pytest.approx(0.025) and half > 0.2
     linear = stats.loc["linear"]  # one pair: one seed is never compared with one seed of the baseline
     assert linear["delta_n"] == 1 and math.isnan(linear["delta"]) and linear["delta_mark"] == ""
-    assert linear["delta_note"] == "1 seed pair: not compared (needs 2)"
+    assert linear["delta_note"] == "one seed: not compared"
     table = tables_of(metric_stats(load_runs([run])))["cls · accuracy ↑"]
     assert table.loc[("64", "ea"), "Δ vs softmax ± 95% CI (seeds)"] == "+0.025 ± 0.012 * better"
     assert table.loc[("64", "ea"), "Δ% vs softmax"] == "+3.1%"
-    assert table.loc[("64", "linear"), "Δ vs softmax ± 95% CI (seeds)"] == "1 seed pair: not compared (needs 2)"
+    assert table.loc[("64", "linear"), "Δ vs softmax ± 95% CI (seeds)"] == "one seed: not compared"
     assert table.loc[("64", "softmax"), "Δ vs softmax ± 95% CI (seeds)"] == ""
 
 
@@ -140,7 +140,7 @@ def test_one_table_per_task_with_only_the_columns_that_have_values(runs):
                                                          like=0.6)
     kern = tables["kern · fwd_ms ↓"]
     assert kern.loc[("512", "softmax"), "mean ± 95% CI"] == "4.00 ms (no CI: n = 1)"
-    assert kern.loc[("512", "ea"), "Δ vs softmax ± 95% CI (seeds)"] == "1 seed pair: not compared (needs 2)"
+    assert kern.loc[("512", "ea"), "Δ vs softmax ± 95% CI (seeds)"] == "one seed: not compared"
     assert kern.loc[("2048", "ea"), "mean ± 95% CI"] == "oom" and kern.loc[("2048", "ea"), "n"] == "0"
     only_ea = metric_stats(load_runs([runs[0]]), baseline="linear")  # no linear rows: no Δ columns at all
     assert list(tables_of(only_ea, baseline="linear")["kern · fwd_ms ↓"].columns) == ["n", "mean ± 95% CI"]

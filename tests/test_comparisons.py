@@ -197,3 +197,18 @@ def test_matching_within_a_margin_holds_fails_or_cannot_be_decided():
     assert equivalence(0.05, 0.02, 0.01) == "fails" and equivalence(-0.05, 0.02, 0.01) == "fails"
     assert equivalence(0.0, 0.03, 0.01) == "cannot be decided"
     assert equivalence(math.nan, 0.01, 0.01) == "cannot be decided"
+
+
+def test_one_seed_of_an_accuracy_shows_the_wilson_interval_over_its_test_examples(tmp_path):
+    proportion = pytest.importorskip("statsmodels.stats.proportion")
+    run = tmp_path / "probe"
+    append_record(run, make_record(
+        key="p", task="cls", family="lra", attention="probe:bow", profile="cpu", seed=0, seq_len=64, status="ok",
+        error=None, metrics={"test_accuracy": 139 / 246}, env={}, started_at="", wall_s=1.0,
+        config={"metric": "accuracy", "direction": "max", "data": {"source": "s"}, "hparams": {}},
+        data={"source": "s", "substitute": False, "test_examples": 246}))
+    row = metric_stats(load_runs([run])).iloc[0]
+    low, high = proportion.proportion_confint(139, 246, method="wilson")
+    assert (row["wilson_low"], row["wilson_high"], row["wilson_n"]) == (pytest.approx(low), pytest.approx(high), 246)
+    assert low > 0.5  # 56.5% of 246 excludes chance
+    assert "0.5650 [0.5026, 0.6255] (1 seed; Wilson, 246 examples)" in render(load_runs([run]), fmt="markdown")

@@ -109,6 +109,16 @@ def _config_labels(records: list[Record]) -> dict[str, str]:
     return labels
 
 
+def _test_examples(record: Record) -> int | None:
+    """How many test examples the record's main metric was measured on, where the record says so."""
+    data, metrics = record.get("data") or {}, record.get("metrics") or {}
+    for value in (data.get("test_examples"), metrics.get("test_examples"), data.get("eval_examples"),
+                  metrics.get("eval_examples")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1:
+            return int(value)
+    return None
+
+
 def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
     """One row per job (latest record per key) of every path; ValueError when a path holds no records."""
     rows = []
@@ -137,7 +147,7 @@ def load_runs(paths: Iterable[Path | str]) -> pd.DataFrame:
                          "main_metric": r["config"]["metric"], "direction": r["config"]["direction"],
                          "substitute": bool(data.get("substitute")), "source": data.get("source"),
                          "metrics": metrics, "config": config_id(r), "legacy_split": legacy_split(r),
-                         "examples": r.get("examples")})
+                         "examples": r.get("examples"), "test_n": _test_examples(r)})
     labels_by_config = _config_labels(every)
     frame = pd.DataFrame(rows)
     frame["config_label"] = frame["config"].map(labels_by_config)
@@ -165,7 +175,8 @@ def check_baseline(frame: pd.DataFrame, baseline: str) -> None:
 
 
 STATS_COLUMNS = ["run", "family", "task", "config", "config_label", "metric", "split", "direction", "seq_len",
-                 "attention", "kind", "n", "missing", "mean", "std", "ci95", "ci_note", "statuses", "failed",
+                 "attention", "kind", "n", "missing", "mean", "std", "ci95", "ci_note", "wilson_low",
+                 "wilson_high", "wilson_n", "statuses", "failed",
                  "baseline", "delta_n", "delta", "delta_ci95", "delta_p", "delta_pct", "delta_note",
                  "combined_delta", "combined_ci95", "combined_p", "examples_n", "clusters_n", "mde", "comparisons",
                  "delta_p_holm", "delta_mark", "vs_run", "run_delta", "run_delta_ci95", "run_delta_p",
@@ -187,6 +198,26 @@ def _seed_values(group: pd.DataFrame, name: str, split: str) -> tuple[dict[int, 
         else:
             missing += 1
     return values, missing, found_split
+
+
+#: metrics that are a fraction of examples right: one seed of them gets a Wilson interval over its test examples
+FRACTION_METRICS = ("accuracy", "accuracy_top5")
+
+
+def _wilson(name: str, values: dict[int, float], group: pd.DataFrame, split: str) -> tuple[float, float, int]:
+    """(low, high, examples) of the 95% Wilson interval of one seed's accuracy over the test examples it was
+    measured on (the test set's sampling error alone; seeds vary too), or NaNs where that count is unknown."""
+    if name not in FRACTION_METRICS or split not in ("test", ""):
+        return math.nan, math.nan, 0
+    counts = {int(n) for n, status in zip(group["test_n"], group["status"]) if status == "ok" and pd.notna(n)}
+    if len(counts) != 1:
+        return math.nan, math.nan, 0
+    from scipy import stats
+
+    count = counts.pop()
+    value = next(iter(values.values()))
+    interval = stats.binomtest(round(value * count), count).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high), count
 
 
 def _seed_examples(group: pd.DataFrame) -> dict[int, tuple]:
@@ -215,6 +246,7 @@ def metric_stats(frame: pd.DataFrame, metric: str | None = None, baseline: str =
         values, missing, where = _seed_values(group, name, split)
         mean, std, half = mean_ci(list(values.values()))
         ci_note = "n = 1" if len(values) == 1 else "zero variance" if half == 0 else ""
+        wilson = _wilson(name, values, group, where) if len(values) == 1 else (math.nan, math.nan, 0)
         failures = group.loc[group["status"] != "ok", "status"].value_counts()
         failed = [f"{count} {status}" for status, count in sorted(failures.items())]
         if missing:
@@ -223,7 +255,8 @@ def metric_stats(frame: pd.DataFrame, metric: str | None = None, baseline: str =
                      "config_label": group["config_label"].iloc[0], "metric": name, "split": where,
                      "direction": metric_direction(name, main, group["direction"].iloc[0]), "seq_len": int(seq_len),
                      "attention": attention, "kind": group["kind"].iloc[0], "n": len(values), "missing": missing,
-                     "mean": mean, "std": std, "ci95": half, "ci_note": ci_note,
+                     "mean": mean, "std": std, "ci95": half, "ci_note": ci_note, "wilson_low": wilson[0],
+                     "wilson_high": wilson[1], "wilson_n": wilson[2],
                      "statuses": ",".join(sorted(failures.index)), "failed": ", ".join(failed),
                      "substitute": bool(group["substitute"].any()),
                      "source": ",".join(sorted({str(s) for s in group["source"] if s})), "values": values,
@@ -288,7 +321,7 @@ def _compare_to_baseline(r, base, baseline: str) -> dict:
     seeds = sorted(set(r.values) & set(base.values))
     out["delta_n"] = len(seeds)
     if len(seeds) < 2:
-        out["delta_note"] = f"{len(seeds)} seed pair: not compared (needs 2)"
+        out["delta_note"] = "" if r.kind == "probe" else "one seed: not compared"
         return out
     by_seed = seed_difference([r.values[s] for s in seeds], [base.values[s] for s in seeds])
     base_mean = sum(base.values[s] for s in seeds) / len(seeds)

@@ -85,6 +85,9 @@ def _mark_text(mark: str) -> str:
 def _mean_cell(row) -> str:
     if row.n == 0:
         return row.statuses or "-"
+    if row.n == 1 and math.isfinite(row.wilson_low):
+        low, high = (format_value(row.metric, v, like=row.mean) for v in (row.wilson_low, row.wilson_high))
+        return f"{format_value(row.metric, row.mean)} [{low}, {high}] (1 seed; Wilson, {row.wilson_n} examples)"
     if row.ci_note:
         return f"{format_value(row.metric, row.mean)} (no CI: {row.ci_note})"
     return format_value(row.metric, row.mean, row.ci95)
@@ -105,7 +108,13 @@ def _n_cell(row) -> str:
 def _mde_cell(row) -> str:
     if not math.isfinite(row.mde):
         return ""
-    return format_value(row.metric, row.mde, like=row.mean)
+    return format_value(row.metric, row.mde)
+
+
+def _like(row) -> float:
+    """The value a difference's decimals follow: the larger of the row's and the baseline's means."""
+    means = [abs(m) for m in (row.mean, row.mean - row.delta) if math.isfinite(m)]
+    return max(means) if means else row.mean
 
 
 def table_columns(baseline: str, first_run: str | None) -> dict[str, str]:
@@ -120,7 +129,8 @@ def table_columns(baseline: str, first_run: str | None) -> dict[str, str]:
 
 #: the CSV fields that carry each table column (CSV and markdown carry the same columns)
 CSV_FIELDS = {"L": ["seq_len"], "attention": ["attention", "kind"], "run": ["run"],
-              "n": ["n", "missing", "failed", "statuses"], "mean": ["mean", "ci95", "ci_note"],
+              "n": ["n", "missing", "failed", "statuses"],
+              "mean": ["mean", "ci95", "ci_note", "wilson_low", "wilson_high", "wilson_n"],
               "delta": ["delta", "delta_ci95", "delta_p", "delta_n", "delta_note", "comparisons", "delta_p_holm",
                         "delta_mark"],
               "combined": ["combined_delta", "combined_ci95", "combined_p", "examples_n", "clusters_n"],
@@ -181,8 +191,8 @@ def task_tables(stats: pd.DataFrame, baseline: str = DEFAULT_BASELINE,
             row[headers["n"]] = _n_cell(r)
             row[headers["mean"]] = _mean_cell(r)
             row[headers["delta"]] = _delta_cell(metric, r.delta, r.delta_ci95, "" if combined else r.delta_mark,
-                                                r.mean, r.delta_note)
-            row[headers["combined"]] = _delta_cell(metric, r.combined_delta, r.combined_ci95, r.delta_mark, r.mean)
+                                                _like(r), r.delta_note)
+            row[headers["combined"]] = _delta_cell(metric, r.combined_delta, r.combined_ci95, r.delta_mark, _like(r))
             row[headers["delta_pct"]] = "" if not math.isfinite(r.delta) else format_pct(r.delta_pct)
             row[headers["mde"]] = _mde_cell(r)
             if several:
@@ -207,7 +217,9 @@ def footnotes(stats: pd.DataFrame, baseline: str = DEFAULT_BASELINE, runs: list[
              "what sets it apart from the task's others): configurations are never averaged or paired across; "
              "(test) / (val): the split the metric was measured on (the test split is read once, at the end)",
              f"mean ± {CI_NOTE}: mean over seeds (n = seeds that finished ok) ± the half-width of its 95% confidence "
-             "interval (Student t, n - 1 degrees of freedom); n = 1 or zero variance has no interval (no CI); a "
+             "interval (Student t, n - 1 degrees of freedom); n = 1 or zero variance has no interval (no CI), except "
+             "that one seed of an accuracy shows [the 95% Wilson interval] over its test examples (the test set's "
+             "sampling error alone: it says nothing of the seeds' spread); a "
              "status (oom, timeout, ...) where no seed finished, (+k status) where some did not, (+k ok without a "
              "value) for ok jobs whose metric is missing or not finite"]
     present = set(stats["attention"])

@@ -5,5 +5,5 @@ set -euo pipefail
 OUT=results/cpu/lm-3seeds
 python run_suite.py run lm-kjv --profile cpu --attn "ea;ea:order=2;softmax;linear;retention;mamba" --seeds 3 \
   --job-timeout 900 --out "$OUT" --resume
-python run_suite.py compare "$OUT" --format markdown > "$OUT/compare.md"
+python run_suite.py regenerate   # every compare table of results/generated.yaml
 python run_suite.py report "$OUT"

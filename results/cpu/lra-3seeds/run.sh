@@ -10,6 +10,5 @@ python run_suite.py suite --tasks "$T" --profile cpu --attn "linear;retention" -
 for task in ${T//,/ }; do
   python run_suite.py probe "$task" --profile cpu --out "$OUT" --resume
 done
-python run_suite.py compare "$OUT" --format markdown > "$OUT/compare.md"
-python run_suite.py compare "$OUT" --reference lra --format markdown > "$OUT/compare_published.md"
+python run_suite.py regenerate   # every compare table of results/generated.yaml
 python run_suite.py report "$OUT"
